@@ -1,0 +1,1 @@
+"""Adversarial attacks (torchattacks-based)."""

@@ -1,0 +1,1 @@
+"""Natural corruptions (ImageNet-C family)."""

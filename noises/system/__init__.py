@@ -1,0 +1,3 @@
+"""System noise: one module per SysNoise stage family."""
+
+from noises.system import decode, resize  # noqa: F401

@@ -1,0 +1,36 @@
+"""Shared fixtures.  Real images only: ../shared/data/imagenet-sample (500 ImageNet JPEGs)
+and the foolbox demo set; tests that need them skip with a visible reason where absent."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_SAMPLE = Path(os.environ.get("ROBUSTBENCH_SYS_SAMPLE", ROOT.parent / "shared" / "data" / "imagenet-sample"))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def imagenet_sample() -> Path:
+    """The shared 500-image ImageNet sample (one JPEG per even class index)."""
+    if not (SHARED_SAMPLE / "labels.csv").is_file():
+        pytest.skip(f"shared ImageNet sample not found at {SHARED_SAMPLE} (set ROBUSTBENCH_SYS_SAMPLE)")
+    return SHARED_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def sample_rows(imagenet_sample) -> list[dict]:
+    """labels.csv rows of the shared sample: file, wnid, class_index, class_name."""
+    with open(imagenet_sample / "labels.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="session")
+def sample_jpegs(imagenet_sample, sample_rows) -> list[Path]:
+    """The first 16 shared JPEG paths (deterministic order)."""
+    return [imagenet_sample / r["file"] for r in sample_rows[:16]]
