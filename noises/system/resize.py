@@ -108,7 +108,7 @@ def _make_torch(mode: str, antialias: bool):
         import torch
         import torch.nn.functional as F
 
-        x = torch.from_numpy(np.ascontiguousarray(_as_uint8_rgb(img))).permute(2, 0, 1)[None].float()
+        x = torch.from_numpy(np.array(_as_uint8_rgb(img), copy=True)).permute(2, 0, 1)[None].float()
         w, h = size
         y = F.interpolate(x, size=(int(h), int(w)), mode=mode, align_corners=False, antialias=antialias)
         return y[0].permute(1, 2, 0).contiguous().numpy()

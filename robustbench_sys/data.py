@@ -1,0 +1,153 @@
+"""Data sets: an ImageNet-style folder (``wnid/*.JPEG``), a flat folder with ``labels.csv``
+(``file``, ``class_index``), and the offline ``foolbox-demo`` set (20 labelled ImageNet
+JPEGs shipped in the foolbox 3.3.4 wheel, MIT).  Labels use the standard sorted-wnid
+class index kept in ``data/imagenet_classes.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+import zipfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from zoo.weights import cache_dir, pip_download_wheel
+
+from robustbench_sys.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLASS_INDEX = REPO_ROOT / "data" / "imagenet_classes.csv"
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
+DEMO_SETS = ("foolbox-demo",)
+
+
+@dataclass(frozen=True)
+class Sample:
+    file: str   # path relative to the data set root (the id stored in results)
+    path: Path
+    label: int
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    root: Path
+    samples: tuple[Sample, ...]
+
+    @property
+    def fingerprint(self) -> str:
+        """sha1 over (file, size, label): the same images and labels give the same value."""
+        h = hashlib.sha1()
+        for s in self.samples:
+            h.update(f"{s.file}\0{s.path.stat().st_size}\0{s.label}\n".encode())
+        return h.hexdigest()[:16]
+
+    def limit(self, n: int | None) -> "Dataset":
+        if n is None or n >= len(self.samples):
+            return self
+        return Dataset(f"{self.name}[:{n}]", self.root, self.samples[:n])
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+@lru_cache(maxsize=1)
+def class_index() -> tuple[tuple[str, str], ...]:
+    """The 1000 ImageNet classes as ``(wnid, name)``, index = position (sorted wnids)."""
+    with open(CLASS_INDEX, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return tuple((r["wnid"], r["name"]) for r in rows)
+
+
+def wnid_to_index() -> dict[str, int]:
+    return {w: i for i, (w, _) in enumerate(class_index())}
+
+
+def class_name(index: int) -> str:
+    return class_index()[index][1].split(",")[0]
+
+
+def load_dataset(spec: str | Path) -> Dataset:
+    """A data set from a path or a demo-set name; one-line :class:`UserError` when unusable."""
+    if str(spec) in DEMO_SETS:
+        return _foolbox_demo()
+    root = Path(spec).expanduser()
+    if not root.exists():
+        raise UserError(f"--data {spec}: no such file or directory; give an image folder, a folder "
+                        f"with labels.csv, or one of: {', '.join(DEMO_SETS)}")
+    root = root.resolve()
+    if not root.is_dir():
+        raise UserError(f"--data {spec}: not a directory")
+    if (root / "labels.csv").is_file():
+        return _from_labels_csv(root)
+    wnids = wnid_to_index()
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir())
+    if subdirs and all(p.name in wnids for p in subdirs):
+        samples = [Sample(f"{d.name}/{f.name}", f, wnids[d.name])
+                   for d in subdirs for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_EXTS]
+        return Dataset(root.name, root, tuple(samples))
+    raise UserError(f"--data {spec}: neither a labels.csv (file,class_index) nor ImageNet wnid "
+                    "sub-folders (n01440764/...) found there")
+
+
+def _from_labels_csv(root: Path) -> Dataset:
+    path = root / "labels.csv"
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        cols = set(reader.fieldnames or [])
+        if "file" not in cols or not ({"class_index", "wnid"} & cols):
+            raise UserError(f"{path}: needs columns 'file' and 'class_index' (or 'wnid'), has {sorted(cols)}")
+        wnids = wnid_to_index()
+        samples = []
+        for i, row in enumerate(reader, start=2):
+            try:
+                label = int(row["class_index"]) if row.get("class_index") not in (None, "") else wnids[row["wnid"]]
+            except (KeyError, ValueError):
+                raise UserError(f"{path}:{i}: bad label {row.get('class_index') or row.get('wnid')!r}") from None
+            if not 0 <= label < 1000:
+                raise UserError(f"{path}:{i}: class_index {label} outside 0..999")
+            samples.append(Sample(row["file"], root / row["file"], label))
+    samples.sort(key=lambda s: s.file)
+    return Dataset(root.name, root, tuple(samples))
+
+
+_FOOLBOX_RE = re.compile(r"imagenet_(\d+)_(\d+)\.jpg$")
+
+
+def fetch_foolbox_demo() -> Path:
+    """Extract the 20 ImageNet JPEGs of the foolbox 3.3.4 wheel into the cache (+ labels.csv)."""
+    dest = cache_dir() / "datasets" / "foolbox-demo"
+    if (dest / "labels.csv").is_file():
+        return dest
+    wheel = pip_download_wheel("foolbox", "3.3.4", cache_dir() / "wheels")
+    dest.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with zipfile.ZipFile(wheel) as zf:
+        for name in sorted(zf.namelist()):
+            m = _FOOLBOX_RE.search(name)
+            if m and name.startswith("foolbox/data/"):
+                fname = Path(name).name
+                (dest / fname).write_bytes(zf.read(name))
+                rows.append((fname, int(m.group(2))))
+    if len(rows) != 20:
+        raise UserError(f"{wheel}: expected 20 ImageNet JPEGs, found {len(rows)}")
+    tmp = dest / "labels.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "wnid", "class_index", "class_name"])
+        for fname, label in rows:
+            w.writerow([fname, class_index()[label][0], label, class_name(label)])
+    tmp.replace(dest / "labels.csv")
+    return dest
+
+
+def _foolbox_demo() -> Dataset:
+    try:
+        root = fetch_foolbox_demo()
+    except Exception as e:  # offline and not cached
+        raise UserError(f"--data foolbox-demo: not available ({e}); run scripts/setup.sh once with PyPI access") from None
+    ds = _from_labels_csv(root)
+    return Dataset("foolbox-demo", ds.root, ds.samples)

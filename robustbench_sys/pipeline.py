@@ -1,0 +1,145 @@
+"""One explicit object for bytes -> decode -> colour -> resize/crop -> tensor/normalise -> model.
+
+A :class:`Pipeline` is built from a model card (the model's own "training system", the
+reference) and a system-noise condition swaps one or more stages with
+:meth:`Pipeline.replace`.  Each stage names a registered noise, so the whole pipeline is
+a small, hashable, JSON-serialisable spec that is stored with every result.
+
+Geometry is fixed by the card and shared by every resize implementation: the short side
+goes to ``floor(input_size / crop_pct)`` (timm's rule; 256 for 224 / 0.875), the long side
+to ``int(short * long / short_orig)`` (torchvision's rule), then a centre crop of
+``input_size`` with torchvision's ``int(round((h - crop) / 2))`` offsets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+import noises
+
+#: stages a condition may override (model-side ones are applied by the runner)
+IMAGE_STAGES = ("decoder", "color", "resize", "corrupt")
+MODEL_STAGES = ("graph", "deploy")
+STAGE_FAMILY = {"decoder": "decoder", "color": "color", "resize": "resize"}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    decoder: str = "pil"
+    color: str = "rgb"          # "rgb" = the decoder's RGB output unchanged
+    resize: str = "pil-bilinear"
+    input_size: int = 224
+    crop_pct: float = 0.875
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    corrupt: str | None = None  # natural corruption on the cropped image
+    graph: str | None = None    # model graph change
+    deploy: str | None = None   # precision / backend; None = eager fp32
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_card(cls, card) -> "Pipeline":
+        p = card.preprocess
+        return cls(decoder=p.decoder, color=p.color, resize=p.resize, input_size=int(p.input_size),
+                   crop_pct=float(p.crop_pct), mean=tuple(p.mean), std=tuple(p.std))
+
+    def replace(self, **overrides) -> "Pipeline":
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown pipeline stage(s) {sorted(unknown)}; valid: "
+                             f"{', '.join(f.name for f in dataclasses.fields(self))}")
+        return dataclasses.replace(self, **overrides)
+
+    # ------------------------------------------------------------------ identity
+    def spec(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["resize_size"] = self.resize_size
+        return d
+
+    def spec_json(self) -> str:
+        return json.dumps(self.spec(), sort_keys=True)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha1(self.spec_json().encode()).hexdigest()[:12]
+
+    def describe(self) -> str:
+        parts = [f"decode:{self.decoder}", f"color:{self.color}",
+                 f"resize:{self.resize}({self.resize_size}->{self.input_size})"]
+        parts += [f"{k}:{v}" for k, v in (("corrupt", self.corrupt), ("graph", self.graph),
+                                          ("deploy", self.deploy)) if v]
+        return " > ".join(parts)
+
+    def noise_versions(self) -> dict:
+        """Library versions of every image stage actually used."""
+        out: dict = {}
+        for stage in ("decoder", "resize", "color"):
+            name = getattr(self, stage)
+            if stage == "color" and name == "rgb":
+                continue
+            out.update(noises.get(name, STAGE_FAMILY[stage]).versions())
+        return out
+
+    def check_available(self) -> str | None:
+        """None when every stage can run here, else the first reason it cannot."""
+        for stage in ("decoder", "resize", "color"):
+            name = getattr(self, stage)
+            if stage == "color" and name == "rgb":
+                continue
+            reason = noises.get(name, STAGE_FAMILY[stage]).available()
+            if reason:
+                return f"{stage} {name}: {reason}"
+        return None
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def resize_size(self) -> int:
+        return int(math.floor(self.input_size / self.crop_pct))
+
+    def target_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after resizing the short side to ``resize_size``."""
+        s = self.resize_size
+        if width <= height:
+            return s, int(s * height / width)
+        return int(s * width / height), s
+
+    def center_crop(self, img: np.ndarray) -> np.ndarray:
+        c = self.input_size
+        h, w = img.shape[:2]
+        if h < c or w < c:
+            raise ValueError(f"image {w}x{h} smaller than the {c}px crop")
+        top, left = int(round((h - c) / 2.0)), int(round((w - c) / 2.0))
+        return img[top:top + c, left:left + c]
+
+    # ------------------------------------------------------------------ image stages
+    def decode(self, data: bytes) -> np.ndarray:
+        return noises.get(self.decoder, "decoder")(data)
+
+    def to_input(self, rgb: np.ndarray) -> np.ndarray:
+        """Decoded HxWx3 uint8 -> colour -> resize -> crop [-> corrupt] -> CHW float32 in [0, 1]."""
+        if self.color != "rgb":
+            rgb = noises.get(self.color, "color")(rgb)
+        h, w = rgb.shape[:2]
+        img = self.center_crop(noises.get(self.resize, "resize")(rgb, self.target_size(w, h)))
+        if self.corrupt:
+            img = noises.get(self.corrupt, "natural")(np.ascontiguousarray(img))
+        x = np.ascontiguousarray(img).astype(np.float32) / np.float32(255.0)
+        return x.transpose(2, 0, 1).copy()
+
+    def preprocess(self, data: bytes) -> np.ndarray:
+        return self.to_input(self.decode(data))
+
+    def normalise(self, batch):
+        """(N,3,H,W) float32 in [0,1] -> normalised, exactly as torchvision's Normalize."""
+        import torch
+
+        mean = torch.as_tensor(self.mean, dtype=batch.dtype).view(-1, 1, 1)
+        std = torch.as_tensor(self.std, dtype=batch.dtype).view(-1, 1, 1)
+        return batch.sub(mean).div(std)

@@ -1,0 +1,59 @@
+"""Tables from the results store: per-condition rows and SysNoise-style family aggregates."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from robustbench_sys import metrics
+
+
+def order(summaries: pd.DataFrame) -> pd.DataFrame:
+    if summaries.empty:
+        return summaries
+    s = summaries.copy()
+    s["_clean"] = s.condition != "clean"
+    return s.sort_values(["dataset", "model", "_clean", "family", "condition"]).drop(columns="_clean")
+
+
+def condition_table(summaries: pd.DataFrame) -> pd.DataFrame:
+    """One row per (data set, model, condition): n, top-1 [CI], ΔACC [CI], flip rate (percent)."""
+    if summaries.empty:
+        return pd.DataFrame()
+    s = order(summaries)
+    return pd.DataFrame({
+        "dataset": s.dataset, "model": s.model, "condition": s.condition, "n": s.n_images,
+        "top1 %": (100 * s.top1).round(2),
+        "top1 95% CI": [f"[{100 * a:.1f}, {100 * b:.1f}]" for a, b in zip(s.top1_ci_low, s.top1_ci_high)],
+        "ΔACC pp": (100 * s.delta_acc).round(2),
+        "ΔACC 95% CI": [f"[{100 * a:+.1f}, {100 * b:+.1f}]" for a, b in zip(s.delta_ci_low, s.delta_ci_high)],
+        "flip %": (100 * s.flip_rate).round(2),
+    }).reset_index(drop=True)
+
+
+def family_table(summaries: pd.DataFrame) -> pd.DataFrame:
+    """Mean and max ΔACC (pp) and mean flip rate per (data set, model, family), clean excluded."""
+    if summaries.empty:
+        return pd.DataFrame()
+    rows = []
+    s = summaries[summaries.condition != "clean"]
+    for (ds, model, fam), g in s.groupby(["dataset", "model", "family"], sort=True):
+        st = metrics.family_stats(g.delta_acc)
+        worst = g.loc[g.delta_acc.idxmax(), "condition"]
+        rows.append({"dataset": ds, "model": model, "family": fam, "options": st["n_options"],
+                     "clean top1 %": round(100 * float(g.ref_top1.iloc[0]), 2),
+                     "mean ΔACC pp": round(100 * st["mean_delta"], 2), "max ΔACC pp": round(100 * st["max_delta"], 2),
+                     "worst option": worst, "mean flip %": round(100 * float(g.flip_rate.mean()), 2)})
+    return pd.DataFrame(rows)
+
+
+def render(df: pd.DataFrame, fmt: str = "table") -> str:
+    if df.empty:
+        return "(no results)"
+    if fmt == "csv":
+        return df.to_csv(index=False)
+    if fmt == "markdown":
+        cols = list(df.columns)
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+        return "\n".join(lines)
+    return df.to_string(index=False)

@@ -1,0 +1,287 @@
+"""The evaluation loop: (model x condition) units over a data set, resumable, batched.
+
+One loop serves every suite: a condition only changes the :class:`Pipeline`, so the same
+code decodes, preprocesses, runs the model and writes per-image rows for all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import noises
+import zoo
+from robustbench_sys import metrics
+from robustbench_sys.data import Dataset, Sample, load_dataset
+from robustbench_sys.errors import UserError
+from robustbench_sys.pipeline import Pipeline
+from robustbench_sys.provenance import environment
+from robustbench_sys.store import ResultsStore
+from robustbench_sys.suites import Condition, resolve
+
+TOPK = 5
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One (model, condition, data set) evaluation."""
+
+    id: str
+    card: zoo.ModelCard
+    weights_sha256: str
+    condition: Condition
+    pipeline: Pipeline
+    dataset: Dataset
+
+
+def unit_id(card_name: str, weights_sha: str, dataset: Dataset, pipeline: Pipeline) -> str:
+    key = json.dumps([card_name, weights_sha, dataset.fingerprint, pipeline.spec()], sort_keys=True)
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------- image loading
+class _Images:
+    """torch-style dataset: sample -> (index, CHW float32 or None, error or "")."""
+
+    def __init__(self, samples: list[Sample], pipeline: Pipeline):
+        self.samples, self.pipeline = samples, pipeline
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        s = self.samples[i]
+        try:
+            return i, self.pipeline.preprocess(s.path.read_bytes()), ""
+        except Exception as e:  # unreadable / truncated / unsupported: reported and skipped
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            return i, None, f"{type(e).__name__}: {msg}"[:300]
+
+
+def _collate(items):
+    return items
+
+
+def _batches(samples: list[Sample], pipeline: Pipeline, batch_size: int, workers: int):
+    ds = _Images(samples, pipeline)
+    if workers <= 0:
+        for start in range(0, len(ds), batch_size):
+            yield [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
+        return
+    from torch.utils.data import DataLoader
+
+    yield from DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
+                          shuffle=False, persistent_workers=False, prefetch_factor=4)
+
+
+def default_workers() -> int:
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+# ---------------------------------------------------------------------- the run
+class Runner:
+    def __init__(self, out: str | os.PathLike, *, batch_size: int = 32, workers: int | None = None,
+                 progress: bool = True, log=None):
+        self.store = ResultsStore(out)
+        self.batch_size = batch_size
+        self.workers = default_workers() if workers is None else workers
+        self.progress = progress
+        self.run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.skipped: list[dict] = []
+
+    # -------------------------------------------------------------- planning
+    def plan(self, card: zoo.ModelCard, weights_sha: str, conditions: list[Condition],
+             dataset: Dataset) -> list[Unit]:
+        ref = Pipeline.from_card(card)
+        units = []
+        for cond in conditions:
+            try:
+                pipe = ref.replace(**cond.overrides)
+                reason = pipe.check_available()
+            except (ValueError, KeyError) as e:
+                raise UserError(f"suite {cond.suite}, condition {cond.name}: {e}") from None
+            if not cond.is_clean and pipe == ref:
+                self._skip(card.name, cond, "same as the model's reference pipeline (ΔACC 0 by definition)")
+                continue
+            if reason:
+                self._skip(card.name, cond, f"unavailable here: {reason}")
+                continue
+            units.append(Unit(unit_id(card.name, weights_sha, dataset, pipe), card, weights_sha, cond, pipe, dataset))
+        return units
+
+    def _skip(self, model: str, cond: Condition, reason: str) -> None:
+        self.skipped.append({"model": model, "condition": cond.name, "reason": reason})
+        self.log(f"  skip {model} / {cond.name}: {reason}")
+
+    # -------------------------------------------------------------- execution
+    def run_unit(self, unit: Unit, model) -> None:
+        store = self.store
+        done = store.done_files(unit.id)
+        todo = [s for s in unit.dataset.samples if s.file not in done]
+        if not todo:
+            return
+        if not (store.root / "units" / f"{unit.id}.json").is_file():
+            store.write_unit(unit.id, self._unit_spec(unit))
+        import torch
+
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(unit.dataset), initial=len(done), unit="img", dynamic_ncols=True,
+                       desc=f"{unit.card.name} {unit.condition.name}", file=sys.stderr, leave=False)
+        try:
+            for batch in _batches(todo, unit.pipeline, self.batch_size, self.workers):
+                ok = [(i, x) for i, x, err in batch if x is not None]
+                probs = None
+                if ok:
+                    x = unit.pipeline.normalise(torch.from_numpy(np.stack([x for _, x in ok])))
+                    with torch.inference_mode():
+                        probs = torch.softmax(model(x).float(), dim=1)
+                    top_p, top_i = probs.topk(TOPK, dim=1)
+                rows, j = [], 0
+                for i, x, err in batch:
+                    s = todo[i]
+                    if x is None:
+                        self.log(f"  skip image {s.path}: {err}")
+                        rows.append(self._row(unit, s, -1, [], [], "error: " + err))
+                        continue
+                    ti, tp = top_i[j].tolist(), top_p[j].tolist()
+                    j += 1
+                    rows.append(self._row(unit, s, ti[0], ti, tp, "ok"))
+                store.append_batch(unit.id, pd.DataFrame(rows))
+                if bar is not None:
+                    bar.update(len(batch))
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _row(self, unit: Unit, s: Sample, pred: int, top5: list, top5_prob: list, status: str) -> dict:
+        return {"run_id": self.run_id, "unit_id": unit.id, "model": unit.card.name,
+                "condition": unit.condition.name, "family": unit.condition.family,
+                "dataset": unit.dataset.name, "file": s.file, "label": s.label, "pred": pred,
+                "top5": top5, "top5_prob": top5_prob, "correct": pred == s.label,
+                "correct5": s.label in top5, "status": status}
+
+    def _unit_spec(self, unit: Unit) -> dict:
+        return {"unit_id": unit.id, "model": unit.card.name, "arch": unit.card.arch,
+                "weights": unit.card.weights, "weights_sha256": unit.weights_sha256,
+                "condition": unit.condition.name, "family": unit.condition.family,
+                "suite": unit.condition.suite, "suite_version": unit.condition.suite_version,
+                "pipeline": unit.pipeline.spec(), "pipeline_text": unit.pipeline.describe(),
+                "dataset": unit.dataset.name, "dataset_root": str(unit.dataset.root),
+                "dataset_fingerprint": unit.dataset.fingerprint, "n_images": len(unit.dataset)}
+
+    # -------------------------------------------------------------- summaries
+    def summarise(self, unit: Unit, ref: Unit) -> dict:
+        rows = self.store.read_unit_rows(unit.id)
+        base = self.store.read_unit_rows(ref.id)
+        ok = rows[rows.status == "ok"]
+        m = ok.merge(base[base.status == "ok"], on="file", suffixes=("", "_ref"))
+        paired = metrics.paired_delta(m.correct_ref.to_numpy(), m.correct.to_numpy())
+        n = len(ok)
+        k1, k5 = int(ok.correct.sum()), int(ok.correct5.sum())
+        lo, hi = metrics.wilson_interval(k1, n)
+        env = environment()
+        return {
+            "unit_id": unit.id, "run_id": self.run_id, "model": unit.card.name, "arch": unit.card.arch,
+            "condition": unit.condition.name, "family": unit.condition.family,
+            "suite": unit.condition.suite, "suite_version": unit.condition.suite_version,
+            "dataset": unit.dataset.name, "dataset_fingerprint": unit.dataset.fingerprint,
+            "n_images": n, "n_errors": int((rows.status != "ok").sum()), "n_paired": paired.n,
+            "top1": k1 / n if n else float("nan"), "top1_ci_low": lo, "top1_ci_high": hi,
+            "top5": k5 / n if n else float("nan"),
+            "ref_top1": paired.ref_acc, "delta_acc": paired.delta,
+            "delta_ci_low": paired.ci_low, "delta_ci_high": paired.ci_high,
+            "mcnemar_p": paired.p_value, "n_lost": paired.b, "n_gained": paired.c,
+            "flip_rate": metrics.flip_rate(m.pred_ref.to_numpy(), m.pred.to_numpy()),
+            "pipeline": unit.pipeline.spec_json(), "pipeline_text": unit.pipeline.describe(),
+            "reference_pipeline": ref.pipeline.spec_json(),
+            "weights_sha256": unit.weights_sha256,
+            "tags": json.dumps(unit.card.tags, sort_keys=True),
+            "provenance": json.dumps({**env, "noise_versions": unit.pipeline.noise_versions()},
+                                     sort_keys=True, default=str),
+            "run_ids": json.dumps(sorted(set(rows.run_id))),
+            "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
+        }
+
+
+def evaluate(models, suites=("clean",), data="foolbox-demo", out=None, *, limit: int | None = None,
+             batch_size: int = 32, workers: int | None = None, progress: bool = True,
+             log=None) -> pd.DataFrame:
+    """Evaluate models against noise suites; results are appended to the parquet store at ``out``.
+
+    Args:
+        models: zoo card names (``robustbench-sys zoo list``) or ``.toml`` card paths.
+        suites: suite names (``robustbench-sys suites list``) or ``.toml`` suite paths; ``clean``
+            (the model's own pipeline) is always included as the reference.
+        data: an image folder (ImageNet wnid sub-folders, or a flat folder with ``labels.csv``),
+            a :class:`Dataset`, or ``"foolbox-demo"``.
+        out: results root (default ``$ROBUSTBENCH_SYS_RESULTS`` or ``~/.local/share/robustbench-sys/results``).
+        limit: evaluate only the first ``limit`` images (sorted by file name).
+
+    Returns:
+        One summary row per (model, condition) evaluated or found finished, as a DataFrame.
+
+    Re-running the same call resumes: finished units are read back, interrupted ones continue.
+    """
+    from robustbench_sys.paths import default_results_dir
+
+    models = [models] if isinstance(models, (str, zoo.ModelCard)) else list(models)
+    suites = [suites] if isinstance(suites, str) else list(suites)
+    dataset = (data if isinstance(data, Dataset) else load_dataset(data)).limit(limit)
+    if len(dataset) == 0:
+        raise UserError(f"--data {data}: no images found")
+    conditions = resolve(suites)
+    runner = Runner(out or default_results_dir(), batch_size=batch_size, workers=workers,
+                    progress=progress, log=log)
+    cards = []
+    for m in models:
+        try:
+            cards.append(m if isinstance(m, zoo.ModelCard) else zoo.get_card(m))
+        except zoo.UnknownModel as e:
+            raise UserError(f"--model: {e}") from None
+    summaries = []
+    for card in cards:
+        try:
+            _, sha = zoo.fetch_weights(card)
+        except zoo.WeightsUnavailable as e:
+            raise UserError(f"--model {card.name}: weights not available here: {e}") from None
+        units = runner.plan(card, sha, conditions, dataset)
+        ref = next(u for u in units if u.condition.is_clean)
+        model = None
+        for unit in units:
+            if runner.store.has_summary(unit.id):
+                continue
+            if model is None:
+                model = zoo.load_model(card)
+            runner.run_unit(unit, _deploy(model, unit.pipeline))
+        for unit in units:
+            if not runner.store.has_summary(unit.id):
+                runner.store.write_summary(unit.id, runner.summarise(unit, ref))
+        ids = {u.id for u in units}
+        s = runner.store.summaries()
+        summaries.append(s[s.unit_id.isin(ids)])
+    out_df = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
+    out_df.attrs["skipped"] = runner.skipped
+    out_df.attrs["out"] = str(runner.store.root)
+    return out_df
+
+
+def _deploy(model, pipeline: Pipeline):
+    """Apply model-side stages (graph change, precision/backend) of a pipeline."""
+    if pipeline.graph:
+        model = noises.get(pipeline.graph, "graph")(model)
+    if pipeline.deploy:
+        raise UserError(f"deploy stage {pipeline.deploy!r} is not wired into the runner yet")
+    return model

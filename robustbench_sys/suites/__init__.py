@@ -1,0 +1,117 @@
+"""Declarative noise suites: TOML files that users can list, inspect and extend without code.
+
+A suite file has ``name``, ``family``, ``version``, ``description`` and either explicit
+``[[conditions]]`` (``name`` plus pipeline-stage overrides such as ``resize = "cv2-area"``
+or ``decoder = "opencv"``), or a ``[sweep]`` over registered noises (``stage`` and a glob
+``pattern``), or both.  Built-in suites live beside this file; add directories with
+``$ROBUSTBENCH_SYS_SUITES`` (``:``-separated), or pass a ``.toml`` path as the suite name.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import noises
+
+from robustbench_sys.errors import UserError
+
+BUILTIN_DIR = Path(__file__).resolve().parent
+#: sweep stage -> pipeline field it overrides
+SWEEP_STAGES = {"decode": "decoder", "color": "color", "resize": "resize", "corrupt": "corrupt",
+                "graph": "graph", "deploy": "deploy"}
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str                 # unique within a run, e.g. "resize/cv2-area" or "clean"
+    family: str
+    suite: str
+    suite_version: int
+    overrides: dict = field(default_factory=dict, hash=False)
+
+    @property
+    def is_clean(self) -> bool:
+        return not self.overrides
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    family: str
+    version: int
+    description: str
+    conditions: tuple[Condition, ...]
+    path: str
+
+
+def _suite_dirs() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("ROBUSTBENCH_SYS_SUITES", "").split(os.pathsep) if p]
+    return [BUILTIN_DIR, *extra]
+
+
+def _parse(path: Path) -> Suite:
+    try:
+        with open(path, "rb") as f:
+            d = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise UserError(f"suite file {path}: {e}") from None
+    name, family, version = d.get("name", path.stem), d.get("family", path.stem), int(d.get("version", 1))
+    conds: list[Condition] = []
+    for c in d.get("conditions", []):
+        c = dict(c)
+        cname = c.pop("name", None)
+        if not cname:
+            raise UserError(f"suite file {path}: every [[conditions]] entry needs a name")
+        full = cname if cname == "clean" else f"{family}/{cname}"
+        conds.append(Condition(full, family if c else "clean", name, version, c))
+    sweep = d.get("sweep")
+    if sweep:
+        stage = sweep.get("stage")
+        if stage not in SWEEP_STAGES:
+            raise UserError(f"suite file {path}: sweep stage {stage!r} not one of {sorted(SWEEP_STAGES)}")
+        for key in noises.list_noises(sweep.get("pattern", "*")):
+            noise = noises.get(key)
+            if noise.stage != stage or any(fnmatch.fnmatch(key, x) for x in sweep.get("exclude", [])):
+                continue
+            conds.append(Condition(f"{family}/{noise.name}" if noise.family == family else f"{family}/{key}",
+                                   family, name, version, {SWEEP_STAGES[stage]: noise.name}))
+    if not conds:
+        raise UserError(f"suite file {path}: no conditions (add [[conditions]] or a [sweep])")
+    return Suite(name, family, version, d.get("description", "").strip(), tuple(conds), str(path))
+
+
+def _all() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in _suite_dirs():
+        for p in sorted(d.glob("*.toml")):
+            found[p.stem] = p
+    return found
+
+
+def list_suites() -> list[str]:
+    return sorted(_all())
+
+
+def get_suite(name: str) -> Suite:
+    p = Path(name)
+    if p.suffix == ".toml":
+        if not p.is_file():
+            raise UserError(f"--suite {name}: no such suite file")
+        return _parse(p)
+    found = _all()
+    if name not in found:
+        raise UserError(f"unknown suite {name!r}; valid choices: {', '.join(sorted(found))} (or a .toml path)")
+    return _parse(found[name])
+
+
+def resolve(names) -> list[Condition]:
+    """Conditions of the named suites, clean first, each name once."""
+    out: dict[str, Condition] = {"clean": Condition("clean", "clean", "clean", 1, {})}
+    for n in names:
+        for c in get_suite(n).conditions:
+            out.setdefault(c.name, c)
+    return list(out.values())

