@@ -7,6 +7,8 @@
     robustbench-sys noises list [PATTERN]
     robustbench-sys results show [--out DIR] [--by condition|family] [--format table|markdown|csv]
     robustbench-sys data fetch foolbox-demo
+    robustbench-sys leaderboard [--out DIR] [--family F,...] [--format table|markdown|csv|html] [--save FILE]
+    robustbench-sys dashboard [--results DIR] [--port N] [--expose]
 """
 
 from __future__ import annotations
@@ -77,6 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     ds = d.add_subparsers(dest="data_cmd", required=True)
     df = ds.add_parser("fetch")
     df.add_argument("name", choices=["foolbox-demo"])
+
+    lbp = sub.add_parser("leaderboard", help="rank models from the stored summaries (ties by 95%% interval)")
+    _out_arg(lbp)
+    lbp.add_argument("--family", type=_csv, default=None, help="families to rank, comma-separated (default all)")
+    lbp.add_argument("--dataset", default=None, help="data set fingerprint to rank (default: the most common)")
+    lbp.add_argument("--format", choices=["table", "markdown", "csv", "html"], default="table")
+    lbp.add_argument("--save", default=None, help="also write the output to this file")
+
+    dash = sub.add_parser("dashboard", help="start the Streamlit dashboard over a results store")
+    dash.add_argument("--results", default=None,
+                      help="results root (default $ROBUSTBENCH_SYS_RESULTS or ~/.local/share/robustbench-sys/results)")
+    dash.add_argument("--port", type=int, default=8501)
+    dash.add_argument("--expose", action="store_true",
+                      help="listen on 0.0.0.0 (every network interface) instead of 127.0.0.1")
     return ap
 
 
@@ -196,11 +212,67 @@ def _cmd_data(a) -> int:
     return 0
 
 
+def _cmd_leaderboard(a) -> int:
+    from pathlib import Path
+
+    from robustbench_sys import leaderboard
+    from robustbench_sys.paths import default_results_dir
+    from robustbench_sys.store import ResultsStore
+
+    store = ResultsStore(a.out or default_results_dir())
+    if not store.root.is_dir():
+        raise UserError(f"--out {store.root}: no results store there; run 'robustbench-sys eval' first")
+    df = store.summaries()
+    for p in store.problems:
+        print(f"warning: {p}", file=sys.stderr)
+    if a.family and not df.empty and set(a.family) - set(df.family):
+        raise UserError(f"--family {','.join(sorted(set(a.family) - set(df.family)))}: no such family in the "
+                        f"store (have {', '.join(sorted(set(df.family)))})")
+    try:
+        lb = leaderboard.build(df, dataset_fingerprint=a.dataset, families=a.family)
+        text = leaderboard.render(lb, a.format)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    print(text)
+    if a.save:
+        Path(a.save).expanduser().write_text(text + "\n")
+        print(f"saved {Path(a.save).expanduser().resolve()}", file=sys.stderr)
+    return 0
+
+
+def dashboard_command(results, port: int = 8501, expose: bool = False) -> list[str]:
+    """The ``streamlit run`` command line the ``dashboard`` subcommand executes."""
+    from robustbench_sys.data import REPO_ROOT
+    from robustbench_sys.paths import default_results_dir
+
+    app = REPO_ROOT / "dashboard" / "app.py"
+    results = os.path.abspath(os.path.expanduser(str(results or default_results_dir())))
+    return [sys.executable, "-m", "streamlit", "run", str(app),
+            "--server.address", "0.0.0.0" if expose else "127.0.0.1", "--server.port", str(port),
+            "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none", "--", "--results", results]
+
+
+def _cmd_dashboard(a) -> int:
+    try:
+        import streamlit  # noqa: F401
+    except ImportError:
+        raise UserError("dashboard: streamlit is not installed; run scripts/setup.sh "
+                        "(fragment scripts/setup.d/70-dashboard.sh)") from None
+    cmd = dashboard_command(a.results, a.port, a.expose)
+    os.environ["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"
+    host = "0.0.0.0" if a.expose else "127.0.0.1"
+    print(f"robustbench-sys dashboard: http://{host}:{a.port}  (results {cmd[-1]})", file=sys.stderr)
+    sys.stderr.flush()
+    os.execv(sys.executable, cmd)  # replaces this process: its PID is the server's
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     a = build_parser().parse_args(argv)
     handler = {"eval": _cmd_eval, "demo": _cmd_demo, "zoo": _cmd_zoo, "suites": _cmd_suites,
-               "noises": _cmd_noises, "results": _cmd_results, "data": _cmd_data}[a.cmd]
+               "noises": _cmd_noises, "results": _cmd_results, "data": _cmd_data,
+               "leaderboard": _cmd_leaderboard, "dashboard": _cmd_dashboard}[a.cmd]
     try:
         return handler(a)
     except UserError as e:

@@ -26,7 +26,6 @@ import noises
 #: stages a condition may override (model-side ones are applied by the runner)
 IMAGE_STAGES = ("decoder", "color", "resize", "corrupt")
 MODEL_STAGES = ("graph", "deploy")
-STAGE_FAMILY = {"decoder": "decoder", "color": "color", "resize": "resize"}
 
 
 @dataclass(frozen=True)
@@ -77,25 +76,29 @@ class Pipeline:
                                           ("deploy", self.deploy)) if v]
         return " > ".join(parts)
 
-    def noise_versions(self) -> dict:
-        """Library versions of every image stage actually used."""
-        out: dict = {}
-        for stage in ("decoder", "resize", "color"):
+    def stage_noises(self):
+        """The registered noises this pipeline uses, as ``(stage field, Noise)``."""
+        families = {"decoder": "decoder", "color": "color", "resize": "resize", "corrupt": "natural",
+                    "graph": "graph", "deploy": None}
+        for stage, family in families.items():
             name = getattr(self, stage)
-            if stage == "color" and name == "rgb":
+            if not name or (stage == "color" and name == "rgb"):
                 continue
-            out.update(noises.get(name, STAGE_FAMILY[stage]).versions())
+            yield stage, noises.get(name, family)
+
+    def noise_versions(self) -> dict:
+        """Library versions of every stage actually used."""
+        out: dict = {}
+        for _, noise in self.stage_noises():
+            out.update(noise.versions())
         return out
 
     def check_available(self) -> str | None:
         """None when every stage can run here, else the first reason it cannot."""
-        for stage in ("decoder", "resize", "color"):
-            name = getattr(self, stage)
-            if stage == "color" and name == "rgb":
-                continue
-            reason = noises.get(name, STAGE_FAMILY[stage]).available()
+        for stage, noise in self.stage_noises():
+            reason = noise.available()
             if reason:
-                return f"{stage} {name}: {reason}"
+                return f"{stage} {noise.name}: {reason}"
         return None
 
     # ------------------------------------------------------------------ geometry
@@ -122,19 +125,25 @@ class Pipeline:
     def decode(self, data: bytes) -> np.ndarray:
         return noises.get(self.decoder, "decoder")(data)
 
-    def to_input(self, rgb: np.ndarray) -> np.ndarray:
-        """Decoded HxWx3 uint8 -> colour -> resize -> crop [-> corrupt] -> CHW float32 in [0, 1]."""
+    def to_input(self, rgb: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Decoded HxWx3 uint8 -> colour -> resize -> crop [-> corrupt] -> CHW float32 in [0, 1].
+
+        ``rng`` seeds a random corruption (``preprocess`` derives it from the image bytes, so
+        each image gets its own, reproducible draw)."""
         if self.color != "rgb":
             rgb = noises.get(self.color, "color")(rgb)
         h, w = rgb.shape[:2]
         img = self.center_crop(noises.get(self.resize, "resize")(rgb, self.target_size(w, h)))
         if self.corrupt:
-            img = noises.get(self.corrupt, "natural")(np.ascontiguousarray(img))
+            img = noises.get(self.corrupt, "natural")(np.ascontiguousarray(img), rng=rng)
         x = np.ascontiguousarray(img).astype(np.float32) / np.float32(255.0)
         return x.transpose(2, 0, 1).copy()
 
     def preprocess(self, data: bytes) -> np.ndarray:
-        return self.to_input(self.decode(data))
+        rng = None
+        if self.corrupt:
+            rng = np.random.default_rng(int.from_bytes(hashlib.sha1(data).digest()[:8], "little"))
+        return self.to_input(self.decode(data), rng)
 
     def normalise(self, batch):
         """(N,3,H,W) float32 in [0,1] -> normalised, exactly as torchvision's Normalize."""

@@ -98,6 +98,7 @@ class Runner:
         self.run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.skipped: list[dict] = []
+        self.deploy_info: dict[str, dict] = {}
 
     # -------------------------------------------------------------- planning
     def plan(self, card: zoo.ModelCard, weights_sha: str, conditions: list[Condition],
@@ -208,6 +209,7 @@ class Runner:
             "pipeline": unit.pipeline.spec_json(), "pipeline_text": unit.pipeline.describe(),
             "reference_pipeline": ref.pipeline.spec_json(),
             "weights_sha256": unit.weights_sha256,
+            "deploy_info": json.dumps(self.deploy_info.get(unit.id, {}), sort_keys=True, default=str),
             "tags": json.dumps(unit.card.tags, sort_keys=True),
             "provenance": json.dumps({**env, "noise_versions": unit.pipeline.noise_versions()},
                                      sort_keys=True, default=str),
@@ -218,7 +220,7 @@ class Runner:
 
 def evaluate(models, suites=("clean",), data="foolbox-demo", out=None, *, limit: int | None = None,
              batch_size: int = 32, workers: int | None = None, progress: bool = True,
-             log=None) -> pd.DataFrame:
+             calibration="foolbox-demo", log=None) -> pd.DataFrame:
     """Evaluate models against noise suites; results are appended to the parquet store at ``out``.
 
     Args:
@@ -229,6 +231,7 @@ def evaluate(models, suites=("clean",), data="foolbox-demo", out=None, *, limit:
             a :class:`Dataset`, or ``"foolbox-demo"``.
         out: results root (default ``$ROBUSTBENCH_SYS_RESULTS`` or ``~/.local/share/robustbench-sys/results``).
         limit: evaluate only the first ``limit`` images (sorted by file name).
+        calibration: images for post-training quantisation (precision suite), disjoint from ``data``.
 
     Returns:
         One summary row per (model, condition) evaluated or found finished, as a DataFrame.
@@ -251,6 +254,7 @@ def evaluate(models, suites=("clean",), data="foolbox-demo", out=None, *, limit:
             cards.append(m if isinstance(m, zoo.ModelCard) else zoo.get_card(m))
         except zoo.UnknownModel as e:
             raise UserError(f"--model: {e}") from None
+    calib = _Calibration(calibration, dataset, batch_size)
     summaries = []
     for card in cards:
         try:
@@ -259,17 +263,23 @@ def evaluate(models, suites=("clean",), data="foolbox-demo", out=None, *, limit:
             raise UserError(f"--model {card.name}: weights not available here: {e}") from None
         units = runner.plan(card, sha, conditions, dataset)
         ref = next(u for u in units if u.condition.is_clean)
-        model = None
-        for unit in units:
-            if runner.store.has_summary(unit.id):
-                continue
-            if model is None:
-                model = zoo.load_model(card)
-            runner.run_unit(unit, _deploy(model, unit.pipeline))
+        model, finished = None, []
         for unit in units:
             if not runner.store.has_summary(unit.id):
+                if model is None:
+                    model = zoo.load_model(card)
+                try:
+                    deployed = _deploy(model, unit, calib)
+                except noises.NotApplicable as e:
+                    runner._skip(card.name, unit.condition, f"not applicable: {e}")
+                    continue
+                runner.deploy_info[unit.id] = getattr(deployed, "info", {})
+                runner.run_unit(unit, deployed)
+            finished.append(unit)
+        for unit in finished:
+            if not runner.store.has_summary(unit.id):
                 runner.store.write_summary(unit.id, runner.summarise(unit, ref))
-        ids = {u.id for u in units}
+        ids = {u.id for u in finished}
         s = runner.store.summaries()
         summaries.append(s[s.unit_id.isin(ids)])
     out_df = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
@@ -278,10 +288,49 @@ def evaluate(models, suites=("clean",), data="foolbox-demo", out=None, *, limit:
     return out_df
 
 
-def _deploy(model, pipeline: Pipeline):
-    """Apply model-side stages (graph change, precision/backend) of a pipeline."""
-    if pipeline.graph:
-        model = noises.get(pipeline.graph, "graph")(model)
-    if pipeline.deploy:
-        raise UserError(f"deploy stage {pipeline.deploy!r} is not wired into the runner yet")
-    return model
+class _Calibration:
+    """Calibration batches for post-training quantisation, from images disjoint from the
+    evaluation set, preprocessed by the model's own reference pipeline."""
+
+    def __init__(self, spec, evaluated: Dataset, batch_size: int, max_images: int = 64):
+        self.spec, self.evaluated, self.batch_size, self.max_images = spec, evaluated, batch_size, max_images
+        self._ds: Dataset | None = None
+
+    def dataset(self) -> Dataset:
+        if self._ds is None:
+            ds = (self.spec if isinstance(self.spec, Dataset) else load_dataset(self.spec)).limit(self.max_images)
+            overlap = {s.path.resolve() for s in ds.samples} & {s.path.resolve() for s in self.evaluated.samples}
+            if overlap:
+                raise UserError(f"--calibration {self.spec}: {len(overlap)} image(s) are also evaluated "
+                                "(e.g. {}); give a disjoint calibration set".format(next(iter(overlap)).name))
+            self._ds = ds
+        return self._ds
+
+    def batches(self, pipeline: Pipeline):
+        import torch
+
+        xs = [pipeline.preprocess(s.path.read_bytes()) for s in self.dataset().samples]
+        return [pipeline.normalise(torch.from_numpy(np.stack(xs[i:i + self.batch_size])))
+                for i in range(0, len(xs), self.batch_size)]
+
+
+def _deploy(model, unit: Unit, calib: _Calibration):
+    """Apply the model-side stages (graph change, then precision/backend) of a unit's pipeline."""
+    pipe = unit.pipeline
+    if pipe.graph:
+        model = noises.get(pipe.graph, "graph")(model)
+    if not pipe.deploy:
+        return model
+    import torch
+    from noises.system.deploy import DeployContext
+
+    ref = Pipeline.from_card(unit.card)
+    s = pipe.input_size
+    ctx = DeployContext(example_input=torch.zeros(2, 3, s, s), calibration=lambda: calib.batches(ref),
+                        cache_dir=zoo.cache_dir() / "deploy", model_key=f"{unit.card.name}-{unit.weights_sha256[:12]}",
+                        calibration_id=f"{calib.spec}:{calib.dataset().fingerprint}" if _needs_calibration(pipe.deploy) else "")
+    return noises.get(pipe.deploy)(model, ctx)
+
+
+def _needs_calibration(key: str) -> bool:
+    return "int8" in key

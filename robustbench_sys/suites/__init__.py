@@ -2,8 +2,8 @@
 
 A suite file has ``name``, ``family``, ``version``, ``description`` and either explicit
 ``[[conditions]]`` (``name`` plus pipeline-stage overrides such as ``resize = "cv2-area"``
-or ``decoder = "opencv"``), or a ``[sweep]`` over registered noises (``stage`` and a glob
-``pattern``), or both.  Built-in suites live beside this file; add directories with
+or ``decoder = "opencv"``), or a ``[sweep]`` over registered noises (``stage``, a glob
+``pattern`` and optional ``exclude`` globs), or ``include = [other suites]``, or several.  Built-in suites live beside this file; add directories with
 ``$ROBUSTBENCH_SYS_SUITES`` (``:``-separated), or pass a ``.toml`` path as the suite name.
 """
 
@@ -68,6 +68,8 @@ def _parse(path: Path) -> Suite:
             raise UserError(f"suite file {path}: every [[conditions]] entry needs a name")
         full = cname if cname == "clean" else f"{family}/{cname}"
         conds.append(Condition(full, family if c else "clean", name, version, c))
+    for inc in d.get("include", []):
+        conds.extend(get_suite(inc).conditions)
     sweep = d.get("sweep")
     if sweep:
         stage = sweep.get("stage")
@@ -77,8 +79,9 @@ def _parse(path: Path) -> Suite:
             noise = noises.get(key)
             if noise.stage != stage or any(fnmatch.fnmatch(key, x) for x in sweep.get("exclude", [])):
                 continue
+            value = noise.key if stage == "deploy" else noise.name   # deploy spans precision/ and backend/
             conds.append(Condition(f"{family}/{noise.name}" if noise.family == family else f"{family}/{key}",
-                                   family, name, version, {SWEEP_STAGES[stage]: noise.name}))
+                                   family, name, version, {SWEEP_STAGES[stage]: value}))
     if not conds:
         raise UserError(f"suite file {path}: no conditions (add [[conditions]] or a [sweep])")
     return Suite(name, family, version, d.get("description", "").strip(), tuple(conds), str(path))

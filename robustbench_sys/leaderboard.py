@@ -1,0 +1,347 @@
+"""Leaderboards computed from the stored summaries only (no per-image rows are read).
+
+Figures
+-------
+Every ranked figure carries its number of images ``n`` and a 95% interval:
+
+- ``clean``: top-1 accuracy (higher is better) with the stored Wilson interval.
+- every other family (system noise: decoder, color, resize, precision, backend, graph, ...;
+  natural corruptions and adversarial attacks are ranked the same way when their families are
+  in the store): **mean ΔACC** over the family's options (lower is better; the rank metric) and
+  **max ΔACC** (the worst option; ranked too, shown next to it).
+  The interval of the mean ΔACC is the mean of the options' interval bounds.  The options are
+  evaluated on the same images, so they are correlated; the standard deviation of an average is
+  at most the average of the standard deviations, hence this interval is never narrower than the
+  exact one would be (it is conservative).  The interval of the max ΔACC is the stored paired
+  bootstrap interval of the worst option.
+
+Ranks and ties (the "interval rank")
+------------------------------------
+Within one comparable group a model's rank is ``1 + the number of models that are clearly
+better``, where *clearly better* means the two 95% intervals do not overlap: for a higher-is-better
+figure ``other.ci_low > model.ci_high``; for a lower-is-better one ``other.ci_high < model.ci_low``.
+Consequences: the leader has rank 1, and every model whose interval overlaps the leader's also
+has rank 1 (it shares the leader's rank); models with equal rank are reported as tied (``tied``
+column True).  Rows are ordered by rank, then by the point estimate.  This is the rule used by
+LMSYS's Chatbot Arena ("statistically better" counting); it never splits models the data
+cannot separate, and it is a true ranking (a model clearly worse than another always gets a
+larger rank).
+
+Comparability
+-------------
+Only results measured the same way are ranked together.  The ranked data set is the data set
+fingerprint passed in, else the one with the most summary rows.  Within a family a model's
+result is comparable to the ranked group when it has the same ``dataset_fingerprint``, the same
+``n_images`` (images evaluated without error), the same ``suite_version`` and, for the noise
+families, the same set of conditions (a mean over other options is a different number).  The
+ranked group of a family is the largest such group (ties broken by the most recent result).
+Everything else is listed apart (:attr:`Leaderboard.apart`) with the reason; when the same
+(model, condition, data set) was stored twice the newest result is used and the older one is
+listed apart as superseded.
+
+Overall rank
+------------
+The overall figure of a model is its mean interval rank over the families it is ranked in;
+only families in which *every* model of the overall table is ranked are used, so all models
+are averaged over the same families (models ranked in fewer families are listed apart for the
+overall table, with the missing families named).  Overall places are competition ranks of the
+mean rank (equal mean ranks share a place and are marked tied).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+CLEAN = "clean"
+REQUIRED = ("model", "condition", "family", "dataset_fingerprint", "n_images", "suite_version",
+            "top1", "top1_ci_low", "top1_ci_high", "delta_acc", "delta_ci_low", "delta_ci_high")
+FORMATS = ("table", "markdown", "csv", "html")
+
+
+@dataclass
+class Leaderboard:
+    """Result of :func:`build`: one ranked frame per family, the overall frame, and the rest."""
+
+    dataset: str | None = None
+    dataset_fingerprint: str | None = None
+    families: dict[str, pd.DataFrame] = field(default_factory=dict)
+    overall: pd.DataFrame = field(default_factory=pd.DataFrame)
+    apart: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["model", "family", "dataset",
+                                                                              "reason"]))
+
+    @property
+    def empty(self) -> bool:
+        return not self.families
+
+
+# ---------------------------------------------------------------------- interval ranks
+def interval_rank(low, high, higher_is_better: bool) -> np.ndarray:
+    """``1 + number of others whose interval lies entirely on the better side`` (see module doc)."""
+    lo, hi = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    if higher_is_better:
+        better = lo[None, :] > hi[:, None]       # [i, j]: j clearly better than i
+    else:
+        better = hi[None, :] < lo[:, None]
+    return 1 + better.sum(axis=1)
+
+
+def _rank_frame(df: pd.DataFrame, value: str, low: str, high: str, higher_is_better: bool,
+                prefix: str = "") -> pd.DataFrame:
+    df = df.copy()
+    r = interval_rank(df[low], df[high], higher_is_better) if len(df) else np.array([], dtype=int)
+    df[prefix + "rank"] = r.astype(int)
+    counts = pd.Series(r).value_counts()
+    df[prefix + "tied"] = [bool(counts[x] > 1) for x in r]
+    return df
+
+
+def pareto_front(x, y) -> np.ndarray:
+    """Boolean mask of points not dominated (another point >= in both and > in one), both maximised."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ge = (x[None, :] >= x[:, None]) & (y[None, :] >= y[:, None])
+    gt = (x[None, :] > x[:, None]) | (y[None, :] > y[:, None])
+    return ~(ge & gt).any(axis=1)
+
+
+# ---------------------------------------------------------------------- preparation
+def _tags(s: str | None) -> dict:
+    try:
+        t = json.loads(s) if isinstance(s, str) and s else {}
+        return t if isinstance(t, dict) else {}
+    except ValueError:
+        return {}
+
+
+def model_tags(summaries: pd.DataFrame) -> pd.DataFrame:
+    """One row per model: model family, params (M), training tag (from the card tags)."""
+    if summaries.empty:
+        return pd.DataFrame(columns=["model", "model family", "params (M)", "training"])
+    rows = {}
+    col = summaries["tags"] if "tags" in summaries else pd.Series([None] * len(summaries))
+    for m, t in zip(summaries["model"], col):
+        t = _tags(t)
+        if m not in rows or t:
+            rows[m] = {"model": m, "model family": str(t.get("family", "")),
+                       "params (M)": float(t["params_m"]) if "params_m" in t else float("nan"),
+                       "training": str(t.get("training", ""))}
+    return pd.DataFrame(list(rows.values()))
+
+
+def _dedupe(s: pd.DataFrame, apart: list[dict]) -> pd.DataFrame:
+    if "created_at" in s:
+        s = s.sort_values("created_at", kind="stable")
+    dup = s.duplicated(["model", "condition", "dataset_fingerprint"], keep="last")
+    for r in s[dup].itertuples():
+        apart.append({"model": r.model, "family": r.family, "dataset": r.dataset,
+                      "reason": f"condition {r.condition}: superseded by a newer result for the same "
+                                "model, condition and data set"})
+    return s[~dup]
+
+
+def _family_entries(fam: str, g: pd.DataFrame) -> pd.DataFrame:
+    """One row per model for one family: figures, intervals and the comparability key."""
+    rows = []
+    for model, m in g.groupby("model", sort=True):
+        n = int(m.n_images.min())
+        key_n = (n, int(m.n_images.max()))
+        suite_v = ",".join(sorted(map(str, set(m.suite_version))))
+        conds = tuple(sorted(m.condition))
+        created = str(m["created_at"].max()) if "created_at" in m else ""
+        row = {"model": model, "family": fam, "n": n, "k_n": key_n, "k_suite": suite_v,
+               "k_conds": conds if fam != CLEAN else (), "k_created": created,
+               "dataset": m.dataset.iloc[0]}
+        if fam == CLEAN:
+            r = m.iloc[0]
+            row.update({"top1 %": 100 * r.top1, "top1 lo": 100 * r.top1_ci_low, "top1 hi": 100 * r.top1_ci_high})
+        else:
+            w = m.loc[m.delta_acc.idxmax()]
+            row.update({
+                "options": len(m),
+                "mean ΔACC pp": 100 * float(m.delta_acc.mean()),
+                "mean lo": 100 * float(m.delta_ci_low.mean()), "mean hi": 100 * float(m.delta_ci_high.mean()),
+                "max ΔACC pp": 100 * float(w.delta_acc),
+                "max lo": 100 * float(w.delta_ci_low), "max hi": 100 * float(w.delta_ci_high),
+                "worst option": w.condition,
+                "mean flip %": 100 * float(m.flip_rate.mean()) if "flip_rate" in m else float("nan"),
+            })
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _why_not(e, ref) -> str:
+    why = []
+    if e.k_n != ref.k_n:
+        why.append(f"n_images {e.n} differs from the ranked group's {ref.n}")
+    if e.k_suite != ref.k_suite:
+        why.append(f"suite_version {e.k_suite} differs from the ranked group's {ref.k_suite}")
+    if e.k_conds != ref.k_conds:
+        missing = sorted(set(ref.k_conds) - set(e.k_conds))
+        extra = sorted(set(e.k_conds) - set(ref.k_conds))
+        part = []
+        if missing:
+            part.append(f"missing {len(missing)} condition(s) ({', '.join(missing[:3])}{'…' if len(missing) > 3 else ''})")
+        if extra:
+            part.append(f"{len(extra)} extra condition(s) ({', '.join(extra[:3])}{'…' if len(extra) > 3 else ''})")
+        why.append("other set of conditions: " + "; ".join(part))
+    return "; ".join(why) or "not comparable"
+
+
+# ---------------------------------------------------------------------- build
+def build(summaries: pd.DataFrame, *, dataset_fingerprint: str | None = None,
+          families: list[str] | None = None) -> Leaderboard:
+    """Rank the models of a summaries frame (``ResultsStore.summaries()``); see the module doc."""
+    lb = Leaderboard()
+    if summaries is None or summaries.empty:
+        return lb
+    missing = [c for c in REQUIRED if c not in summaries]
+    if missing:
+        raise ValueError(f"summaries lack column(s) {missing}; re-run the evaluation with this version")
+    apart: list[dict] = []
+    s = _dedupe(summaries, apart)
+    if families:
+        keep = set(families) | {CLEAN}
+        s = s[s.family.isin(keep)]
+    if s.empty:
+        return lb
+    counts = s.dataset_fingerprint.value_counts()
+    fp = dataset_fingerprint if dataset_fingerprint is not None else counts.index[0]
+    if fp not in set(s.dataset_fingerprint):
+        raise ValueError(f"data set fingerprint {fp} is not in the store; have {', '.join(counts.index)}")
+    ds_name = s.loc[s.dataset_fingerprint == fp, "dataset"].iloc[0]
+    lb.dataset, lb.dataset_fingerprint = ds_name, fp
+    for (model, fam, ds, ofp), _ in s[s.dataset_fingerprint != fp].groupby(
+            ["model", "family", "dataset", "dataset_fingerprint"], sort=True):
+        apart.append({"model": model, "family": fam, "dataset": ds,
+                      "reason": f"other data set (fingerprint {ofp}); ranked: {ds_name} ({fp})"})
+    s = s[s.dataset_fingerprint == fp]
+    tags = model_tags(s)
+
+    fams = sorted(set(s.family), key=lambda f: (f != CLEAN, f))
+    if families:
+        fams = [f for f in fams if f in families]
+    for fam in fams:
+        e = _family_entries(fam, s[s.family == fam])
+        e["k_key"] = [repr((a, b, c)) for a, b, c in zip(e.k_n, e.k_suite, e.k_conds)]
+        cand = pd.DataFrame({"key": e.k_key, "size": e.k_key.map(e.k_key.value_counts()),
+                             "newest": e.groupby("k_key")["k_created"].transform("max")})
+        best_key = cand.sort_values(["size", "newest", "key"], ascending=[False, False, True]).key.iloc[0]
+        ref = e[e.k_key == best_key].iloc[0]
+        for r in e[e.k_key != best_key].itertuples():
+            apart.append({"model": r.model, "family": fam, "dataset": ds_name, "reason": _why_not(r, ref)})
+        g = e[e.k_key == best_key].drop(columns=["k_key", "k_n", "k_suite", "k_conds", "k_created"])
+        if fam == CLEAN:
+            g = _rank_frame(g, "top1 %", "top1 lo", "top1 hi", True)
+            g = g.sort_values(["rank", "top1 %", "model"], ascending=[True, False, True])
+        else:
+            g = _rank_frame(g, "max ΔACC pp", "max lo", "max hi", False, prefix="max ")
+            g = _rank_frame(g, "mean ΔACC pp", "mean lo", "mean hi", False)
+            g = g.sort_values(["rank", "mean ΔACC pp", "model"])
+        g = g.merge(tags, on="model", how="left")
+        front = ["rank", "tied", "model"]
+        lb.families[fam] = g[front + [c for c in g.columns if c not in front]].reset_index(drop=True)
+
+    lb.overall = _overall(lb.families, apart, ds_name)
+    lb.apart = pd.DataFrame(apart, columns=["model", "family", "dataset", "reason"])
+    return lb
+
+
+def _overall(fams: dict[str, pd.DataFrame], apart: list[dict], ds_name: str) -> pd.DataFrame:
+    if not fams:
+        return pd.DataFrame()
+    ranks = pd.DataFrame({f: g.set_index("model")["rank"] for f, g in fams.items()})
+    n_fams = ranks.notna().sum(axis=1)
+    full = n_fams == n_fams.max()
+    used = [f for f in ranks.columns if ranks.loc[full, f].notna().all()]
+    for model in ranks.index[~full]:
+        miss = [f for f in used if pd.isna(ranks.loc[model, f])]
+        apart.append({"model": model, "family": "overall", "dataset": ds_name,
+                      "reason": f"not ranked in family(ies) {', '.join(miss)} that the overall rank averages"})
+    r = ranks.loc[full, used]
+    out = pd.DataFrame({"model": r.index, "mean rank": r.mean(axis=1).round(6).to_numpy(),
+                        "families": len(used)})
+    for f in used:
+        out[f"rank {f}"] = r[f].astype(int).to_numpy()
+    out["rank"] = out["mean rank"].rank(method="min").astype(int)
+    counts = out["rank"].value_counts()
+    out["tied"] = out["rank"].map(lambda x: bool(counts[x] > 1))
+    out = out.sort_values(["rank", "model"]).reset_index(drop=True)
+    front = ["rank", "tied", "model", "mean rank", "families"]
+    return out[front + [c for c in out.columns if c not in front]]
+
+
+# ---------------------------------------------------------------------- display
+def _ci(lo: float, hi: float, signed: bool = False) -> str:
+    if any(isinstance(v, float) and math.isnan(v) for v in (lo, hi)):
+        return "n/a"
+    return f"[{lo:+.1f}, {hi:+.1f}]" if signed else f"[{lo:.1f}, {hi:.1f}]"
+
+
+def display_frame(lb: Leaderboard, family: str) -> pd.DataFrame:
+    """A family's ranked rows with the interval as text next to every figure."""
+    if family == "overall":
+        return lb.overall.copy()
+    g = lb.families[family]
+    rank = [f"{r}=" if t else str(r) for r, t in zip(g["rank"], g["tied"])]
+    out = pd.DataFrame({"rank": rank, "model": g.model, "n": g.n})
+    if family == CLEAN:
+        out["top1 %"] = g["top1 %"].round(2)
+        out["top1 95% CI"] = [_ci(a, b) for a, b in zip(g["top1 lo"], g["top1 hi"])]
+    else:
+        out["options"] = g.options
+        out["mean ΔACC pp"] = g["mean ΔACC pp"].round(2)
+        out["mean 95% CI"] = [_ci(a, b, True) for a, b in zip(g["mean lo"], g["mean hi"])]
+        out["max ΔACC pp"] = g["max ΔACC pp"].round(2)
+        out["max 95% CI"] = [_ci(a, b, True) for a, b in zip(g["max lo"], g["max hi"])]
+        out["max rank"] = [f"{r}=" if t else str(r) for r, t in zip(g["max rank"], g["max tied"])]
+        out["worst option"] = g["worst option"]
+    for c in ("model family", "params (M)", "training"):
+        out[c] = g[c]
+    return out
+
+
+def render(lb: Leaderboard, fmt: str = "table", families: list[str] | None = None) -> str:
+    """Text of every table (overall first) in ``table``, ``markdown``, ``csv`` or ``html``."""
+    from robustbench_sys import report
+
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if lb.empty:
+        return "(no results)"
+    names = ["overall"] + [f for f in lb.families if not families or f in families]
+    blocks = []
+    head = (f"data set {lb.dataset} (fingerprint {lb.dataset_fingerprint}); rank = 1 + number of models "
+            "whose 95% interval lies entirely on the better side; '=' marks a tie")
+    if fmt == "csv":
+        frames = []
+        for n in names:
+            d = display_frame(lb, n)
+            d.insert(0, "table", n)
+            frames.append(d)
+        if len(lb.apart):
+            frames.append(lb.apart.assign(table="not ranked"))
+        return pd.concat(frames, ignore_index=True).to_csv(index=False)
+    for n in names:
+        d = display_frame(lb, n)
+        title = f"{n} (mean interval rank over families)" if n == "overall" else n
+        if fmt == "html":
+            blocks.append(f"<h2>{title}</h2>\n" + d.to_html(index=False, escape=True))
+        elif fmt == "markdown":
+            blocks.append(f"### {title}\n\n" + report.render(d, "markdown"))
+        else:
+            blocks.append(f"== {title} ==\n" + report.render(d, "table"))
+    if len(lb.apart):
+        if fmt == "html":
+            blocks.append("<h2>not ranked</h2>\n" + lb.apart.to_html(index=False, escape=True))
+        elif fmt == "markdown":
+            blocks.append("### not ranked\n\n" + report.render(lb.apart, "markdown"))
+        else:
+            blocks.append("== not ranked ==\n" + report.render(lb.apart, "table"))
+    if fmt == "html":
+        return f"<!doctype html><meta charset='utf-8'><title>robustbench-sys leaderboard</title>\n<p>{head}</p>\n" \
+            + "\n".join(blocks)
+    return head + "\n\n" + "\n\n".join(blocks)
