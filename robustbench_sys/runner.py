@@ -25,7 +25,7 @@ from robustbench_sys.data import Dataset, Sample, load_dataset
 from robustbench_sys.errors import UserError
 from robustbench_sys.pipeline import Pipeline
 from robustbench_sys.provenance import environment
-from robustbench_sys.store import ResultsStore
+from robustbench_sys.store import ResultsStore, StoreError
 from robustbench_sys.suites import Condition, resolve
 
 TOPK = 5
@@ -125,14 +125,22 @@ class Runner:
         self.log(f"  skip {model} / {cond.name}: {reason}")
 
     # -------------------------------------------------------------- execution
+    def pending(self, unit: Unit) -> bool:
+        """True while some image of the unit has no stored row yet."""
+        done = self.store.done_files(unit.id)
+        return any(s.file not in done for s in unit.dataset.samples)
+
     def run_unit(self, unit: Unit, model) -> None:
         store = self.store
         done = store.done_files(unit.id)
         todo = [s for s in unit.dataset.samples if s.file not in done]
         if not todo:
             return
-        if not (store.root / "units" / f"{unit.id}.json").is_file():
-            store.write_unit(unit.id, self._unit_spec(unit))
+        spec = self._unit_spec(unit)
+        if unit.id in self.deploy_info:
+            spec["deploy_info"] = self.deploy_info[unit.id]
+        if not (store.root / "units" / f"{unit.id}.json").is_file() or "deploy_info" in spec:
+            store.write_unit(unit.id, spec)
         import torch
 
         bar = None
@@ -184,6 +192,14 @@ class Runner:
                 "dataset_fingerprint": unit.dataset.fingerprint, "n_images": len(unit.dataset)}
 
     # -------------------------------------------------------------- summaries
+    def _deploy_info(self, unit: Unit) -> dict:
+        if unit.id in self.deploy_info:
+            return self.deploy_info[unit.id]
+        try:   # deployed by an earlier, interrupted run: its unit spec kept the info
+            return self.store.unit(unit.id).get("deploy_info", {})
+        except StoreError:
+            return {}
+
     def summarise(self, unit: Unit, ref: Unit) -> dict:
         rows = self.store.read_unit_rows(unit.id)
         base = self.store.read_unit_rows(ref.id)
@@ -209,7 +225,7 @@ class Runner:
             "pipeline": unit.pipeline.spec_json(), "pipeline_text": unit.pipeline.describe(),
             "reference_pipeline": ref.pipeline.spec_json(),
             "weights_sha256": unit.weights_sha256,
-            "deploy_info": json.dumps(self.deploy_info.get(unit.id, {}), sort_keys=True, default=str),
+            "deploy_info": json.dumps(self._deploy_info(unit), sort_keys=True, default=str),
             "tags": json.dumps(unit.card.tags, sort_keys=True),
             "provenance": json.dumps({**env, "noise_versions": unit.pipeline.noise_versions()},
                                      sort_keys=True, default=str),
@@ -263,22 +279,24 @@ def evaluate(models, suites=("clean",), data="foolbox-demo", out=None, *, limit:
             raise UserError(f"--model {card.name}: weights not available here: {e}") from None
         units = runner.plan(card, sha, conditions, dataset)
         ref = next(u for u in units if u.condition.is_clean)
+        units = [ref] + [u for u in units if u is not ref]   # the reference is summarised first
         model, finished = None, []
         for unit in units:
             if not runner.store.has_summary(unit.id):
-                if model is None:
-                    model = zoo.load_model(card)
-                try:
-                    deployed = _deploy(model, unit, calib)
-                except noises.NotApplicable as e:
-                    runner._skip(card.name, unit.condition, f"not applicable: {e}")
-                    continue
-                runner.deploy_info[unit.id] = getattr(deployed, "info", {})
-                runner.run_unit(unit, deployed)
-            finished.append(unit)
-        for unit in finished:
-            if not runner.store.has_summary(unit.id):
+                if runner.pending(unit):
+                    if model is None:
+                        model = zoo.load_model(card)
+                    try:
+                        deployed = _deploy(model, unit, calib)
+                    except noises.NotApplicable as e:
+                        runner._skip(card.name, unit.condition, f"not applicable: {e}")
+                        continue
+                    runner.deploy_info[unit.id] = getattr(deployed, "info", {})
+                    runner.run_unit(unit, deployed)
+                # Summarised as soon as the unit is complete, so a crash later in the run
+                # (a native backend, an interrupt) never costs a finished unit its summary.
                 runner.store.write_summary(unit.id, runner.summarise(unit, ref))
+            finished.append(unit)
         ids = {u.id for u in finished}
         s = runner.store.summaries()
         summaries.append(s[s.unit_id.isin(ids)])
