@@ -1,0 +1,41 @@
+"""MIM / MI-FGSM (Dong et al., CVPR 2018), L∞ momentum iterative attack."""
+
+from __future__ import annotations
+
+from noises.adversarial.base import Attack, register_attack, rel_step
+
+
+@register_attack
+class MIMLinf(Attack):
+    """MIM-L∞: iterative FGSM with gradient momentum ``decay``; step ``rel_stepsize * eps``.
+
+    Arguments:
+        eps (float): L∞ budget (required).
+        steps (int): iterations. (Default: 10, the paper's T)
+        rel_stepsize (float): step relative to eps. (Default: 0.1 = 1/T, the paper's alpha = eps / T)
+        decay (float): momentum factor mu. (Default: 1.0, the paper's)
+        seed (int): seed of the scoped RNG (MIM itself is deterministic).
+
+    Shape:
+        - images: :math:`(N, C, H, W)` in [0, 1]; labels: :math:`(N)`.
+        - output: :class:`AttackResult`, ``adv`` in [0, 1], ``||adv - x||_∞ <= eps``.
+
+    Examples::
+        >>> from noises import get
+        >>> adv, used = get("adversarial/mim-linf")(wrapped, x, y, eps=8/255)
+    """
+
+    name = "mim-linf"
+    norm = "Linf"
+    defaults = {"steps": 10, "rel_stepsize": 0.1, "decay": 1.0}
+    reference = "Dong et al. 2018; torchattacks.MIFGSM"
+
+    def check_params(self, params):
+        rel_step(self.name, params)
+
+    def build(self, model, eps, params, n_classes):
+        import torchattacks
+
+        params["alpha"] = params["rel_stepsize"] * eps
+        return torchattacks.MIFGSM(model, eps=eps, alpha=params["alpha"], steps=int(params["steps"]),
+                                   decay=float(params["decay"]))

@@ -1,0 +1,42 @@
+"""PGD-L2 (Madry et al., ICLR 2018) with random start."""
+
+from __future__ import annotations
+
+from noises.adversarial.base import Attack, register_attack, rel_step
+
+
+@register_attack
+class PGDL2(Attack):
+    """PGD-L2: ``steps`` normalised-gradient steps of ``rel_stepsize * eps``, projected on the L2 ball.
+
+    Arguments:
+        eps (float): L2 budget (required), in [0, 1] pixel units over the whole image.
+        steps (int): iterations. (Default: 10)
+        rel_stepsize (float): step relative to eps (``alpha = rel_stepsize * eps``).
+            (Default: 0.2, torchattacks' eps 1.0 / alpha 0.2)
+        random_start (bool): random start in the L2 ball. (Default: True)
+        seed (int): seed of the random start.
+
+    Shape:
+        - images: :math:`(N, C, H, W)` in [0, 1]; labels: :math:`(N)`.
+        - output: :class:`AttackResult`, ``adv`` in [0, 1], ``||adv - x||_2 <= eps``.
+
+    Examples::
+        >>> from noises import get
+        >>> adv, used = get("adversarial/pgd-l2")(wrapped, x, y, eps=0.5, steps=20, rel_stepsize=3/40)
+    """
+
+    name = "pgd-l2"
+    norm = "L2"
+    defaults = {"steps": 10, "rel_stepsize": 0.2, "random_start": True}
+    reference = "Madry et al. 2018; torchattacks.PGDL2"
+
+    def check_params(self, params):
+        rel_step(self.name, params)
+
+    def build(self, model, eps, params, n_classes):
+        import torchattacks
+
+        params["alpha"] = params["rel_stepsize"] * eps
+        return torchattacks.PGDL2(model, eps=eps, alpha=params["alpha"], steps=int(params["steps"]),
+                                  random_start=bool(params["random_start"]))
