@@ -222,8 +222,8 @@ def _cmd_leaderboard(a) -> int:
     store = ResultsStore(a.out or default_results_dir())
     if not store.root.is_dir():
         raise UserError(f"--out {store.root}: no results store there; run 'robustbench-sys eval' first")
-    df = store.summaries()
-    for p in store.problems:
+    df, problems = leaderboard.read_summaries(store.root)
+    for p in problems:
         print(f"warning: {p}", file=sys.stderr)
     if a.family and not df.empty and set(a.family) - set(df.family):
         raise UserError(f"--family {','.join(sorted(set(a.family) - set(df.family)))}: no such family in the "
@@ -250,7 +250,7 @@ def dashboard_command(results, port: int = 8501, expose: bool = False) -> list[s
     return [sys.executable, "-m", "streamlit", "run", str(app),
             "--server.address", "0.0.0.0" if expose else "127.0.0.1", "--server.port", str(port),
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none", "--", "--results", results]
+            "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer", "--", "--results", results]
 
 
 def _cmd_dashboard(a) -> int:

@@ -1,0 +1,372 @@
+"""robustbench-sys dashboard (Streamlit): leaderboard, ΔACC heatmap, clean-vs-robust scatter,
+per-condition drill-down, flipped-image viewer and provenance, over one results store.
+
+Start it with ``robustbench-sys dashboard [--results DIR] [--port N] [--expose]`` (binds
+127.0.0.1 unless ``--expose``; usage statistics off).  Everything shown is read from the store
+(``summaries/``, ``units/``, ``per_image/``); the viewer re-runs the stored pipelines on the
+unit's images.  Store problems (empty, still being written, corrupt files) are shown as
+messages in the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+# `streamlit run` puts dashboard/ first on sys.path; make the repository's packages importable
+# from any working directory (the editable install alone resolves them only from the repo root).
+_REPO = str(Path(__file__).resolve().parents[1])
+if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)
+
+from robustbench_sys import leaderboard as L
+from robustbench_sys import report
+from robustbench_sys.paths import default_results_dir
+from robustbench_sys.store import ResultsStore, StoreError
+
+PAGES = ("Leaderboard", "ΔACC heatmap", "Clean vs robust", "Condition drill-down", "Flipped images",
+         "Provenance")
+
+
+# ---------------------------------------------------------------------- data access (cached)
+def results_arg() -> str:
+    """``--results DIR`` after ``streamlit run app.py --``, else the default results root."""
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--results", default=None)
+    a, _ = ap.parse_known_args(sys.argv[1:])
+    return str(Path(a.results or default_results_dir()).expanduser())
+
+
+def store_signature(root: str) -> tuple:
+    """(name, mtime_ns, size) of every summary / unit file and per-image folder: the cache key."""
+    r = Path(root)
+    sig = []
+    for sub, pat in (("summaries", "*.parquet"), ("units", "*.json"), ("per_image", "*")):
+        d = r / sub
+        if d.is_dir():
+            with os.scandir(d) as it:
+                for e in it:
+                    if not e.name.startswith("."):
+                        st_ = e.stat()
+                        sig.append((sub, e.name, st_.st_mtime_ns, st_.st_size))
+    return tuple(sorted(sig))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def load_summaries(root: str, signature: tuple) -> tuple[pd.DataFrame, list[str]]:
+    return L.read_summaries(root)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def build_leaderboard(root: str, signature: tuple, fingerprint: str | None, families: tuple,
+                      models: tuple | None) -> L.Leaderboard:
+    df, _ = load_summaries(root, signature)
+    if models is not None:
+        df = df[df.model.isin(models)]
+    return L.build(df, dataset_fingerprint=fingerprint, families=list(families) or None)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def load_unit_rows(root: str, unit_id: str, signature: tuple) -> pd.DataFrame:
+    return ResultsStore(root).read_unit_rows(unit_id)
+
+
+def unit_spec(root: str, unit_id: str) -> dict:
+    return ResultsStore(root).unit(unit_id)
+
+
+def in_progress_units(root: str, summaries: pd.DataFrame) -> list[str]:
+    """Unit ids with a spec or per-image parts but no summary yet (a run still writing, or killed)."""
+    r = Path(root)
+    ids = {p.stem for p in (r / "units").glob("*.json")} | \
+          {p.name for p in (r / "per_image").glob("*") if p.is_dir()}
+    done = set(summaries.unit_id) if "unit_id" in summaries else set()
+    return sorted(ids - done)
+
+
+def rebuild_image(root: str, unit_id: str, file: str) -> np.ndarray:
+    """HxWx3 uint8 model input of ``file`` under the unit's stored pipeline (before normalisation)."""
+    from robustbench_sys.pipeline import Pipeline
+
+    spec = unit_spec(root, unit_id)
+    p = dict(spec["pipeline"])
+    p.pop("resize_size", None)
+    p["mean"], p["std"] = tuple(p["mean"]), tuple(p["std"])
+    path = Path(spec["dataset_root"]) / file
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} is not there any more (data set root {spec['dataset_root']})")
+    x = Pipeline(**p).preprocess(path.read_bytes())
+    return np.clip(np.rint(x.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------- helpers
+def _tag_filter(df: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Sidebar-free filters on the card tags (model family, training, size) -> filtered summaries."""
+    tags = L.model_tags(df)
+    c1, c2, c3 = st.columns(3)
+    fams = sorted(x for x in tags["model family"].unique() if x)
+    trains = sorted(x for x in tags["training"].unique() if x)
+    pick_f = c1.multiselect("model family", fams, key=f"{key}-mfam")
+    pick_t = c2.multiselect("training", trains, key=f"{key}-train")
+    sizes = tags["params (M)"].dropna()
+    keep = tags
+    if len(sizes) and sizes.max() > sizes.min():
+        lo, hi = c3.slider("params (M)", float(sizes.min()), float(sizes.max()),
+                           (float(sizes.min()), float(sizes.max())), key=f"{key}-size")
+        keep = keep[keep["params (M)"].isna() | keep["params (M)"].between(lo, hi)]
+    if pick_f:
+        keep = keep[keep["model family"].isin(pick_f)]
+    if pick_t:
+        keep = keep[keep["training"].isin(pick_t)]
+    return df[df.model.isin(set(keep.model))]
+
+
+def _dataset_choice(df: pd.DataFrame, key: str) -> str | None:
+    ds = df.groupby("dataset_fingerprint").agg(name=("dataset", "first"), rows=("model", "size"))
+    ds = ds.sort_values("rows", ascending=False)
+    labels = {fp: f"{r.name} ({fp}, {r.rows} results)" for fp, r in ds.iterrows()}
+    if len(labels) == 1:
+        return next(iter(labels))
+    return st.selectbox("data set", list(labels), format_func=labels.get, key=f"{key}-ds")
+
+
+# ---------------------------------------------------------------------- pages
+def page_leaderboard(root: str, sig: tuple, df: pd.DataFrame) -> None:
+    st.header("Leaderboard")
+    fp = _dataset_choice(df, "lb")
+    fams_all = sorted(set(df.family), key=lambda f: (f != L.CLEAN, f))
+    fams = st.multiselect("families", fams_all, key="lb-fams", help="empty = every family")
+    sub = _tag_filter(df, "lb")
+    if sub.empty:
+        st.info("No model matches these filters.")
+        return
+    lb = build_leaderboard(root, sig, fp, tuple(fams), tuple(sorted(set(sub.model))))
+    if lb.empty:
+        st.info("Nothing to rank with these filters.")
+        return
+    st.caption(f"Data set **{lb.dataset}** (fingerprint `{lb.dataset_fingerprint}`). Rank = 1 + number of models "
+               "whose 95% interval lies entirely on the better side, so models whose interval overlaps the "
+               "leader's share rank 1; '=' marks a tie. ΔACC = reference − condition accuracy (pp, positive = "
+               "lost). Click a column header to sort.")
+    st.subheader("Overall (mean rank over families)")
+    st.dataframe(L.display_frame(lb, "overall"), hide_index=True, width="stretch")
+    for fam in lb.families:
+        st.subheader(f"{fam}")
+        st.dataframe(L.display_frame(lb, fam), hide_index=True, width="stretch")
+    if len(lb.apart):
+        with st.expander(f"Not ranked ({len(lb.apart)}): results not comparable with the ranked group"):
+            st.dataframe(lb.apart, hide_index=True, width="stretch")
+
+
+def page_heatmap(root: str, sig: tuple, df: pd.DataFrame) -> None:
+    import altair as alt
+
+    st.header("Model × condition ΔACC")
+    fp = _dataset_choice(df, "hm")
+    s = df[(df.dataset_fingerprint == fp) & (df.family != L.CLEAN)]
+    fams = sorted(set(s.family))
+    pick = st.multiselect("families", fams, key="hm-fams", help="empty = every family")
+    if pick:
+        s = s[s.family.isin(pick)]
+    if s.empty:
+        st.info("No noise conditions stored for this data set yet (only clean results).")
+        return
+    d = pd.DataFrame({"model": s.model, "condition": s.condition, "ΔACC pp": (100 * s.delta_acc).round(2),
+                      "95% CI": [f"[{100 * a:+.1f}, {100 * b:+.1f}]" for a, b in zip(s.delta_ci_low, s.delta_ci_high)],
+                      "n": s.n_images, "flip %": (100 * s.flip_rate).round(2)})
+    chart = alt.Chart(d).mark_rect().encode(
+        x=alt.X("condition:N", sort=None), y=alt.Y("model:N"),
+        color=alt.Color("ΔACC pp:Q", scale=alt.Scale(scheme="redblue", domainMid=0, reverse=True)),
+        tooltip=list(d.columns))
+    st.altair_chart(chart, width="stretch")
+    st.dataframe(d.pivot_table(index="model", columns="condition", values="ΔACC pp"), width="stretch")
+
+
+def page_scatter(root: str, sig: tuple, df: pd.DataFrame) -> None:
+    import altair as alt
+
+    st.header("Clean vs robust accuracy")
+    fp = _dataset_choice(df, "sc")
+    s = df[df.dataset_fingerprint == fp]
+    fams = sorted(set(s.family) - {L.CLEAN})
+    if not fams:
+        st.info("Only clean results are stored for this data set: no robust accuracy to plot yet.")
+        return
+    fam = st.selectbox("noise family (robust accuracy = mean top-1 over its conditions)", ["all"] + fams, key="sc-fam")
+    noisy = s[s.family != L.CLEAN] if fam == "all" else s[s.family == fam]
+    clean = s[s.family == L.CLEAN].drop_duplicates("model", keep="last").set_index("model")
+    rob = noisy.groupby("model").agg(robust=("top1", "mean"), n=("n_images", "min"), options=("condition", "size"))
+    d = rob.join(clean[["top1", "top1_ci_low", "top1_ci_high"]], how="inner").reset_index()
+    if d.empty:
+        st.info("No model has both a clean and a noisy result here.")
+        return
+    d = pd.DataFrame({"model": d.model, "clean top1 %": (100 * d.top1).round(2),
+                      "clean 95% CI": [f"[{100 * a:.1f}, {100 * b:.1f}]" for a, b in zip(d.top1_ci_low, d.top1_ci_high)],
+                      "robust top1 %": (100 * d.robust).round(2), "options": d.options, "n": d.n})
+    d["Pareto front"] = L.pareto_front(d["clean top1 %"], d["robust top1 %"])
+    pts = alt.Chart(d).mark_circle(size=90).encode(
+        x=alt.X("clean top1 %:Q", scale=alt.Scale(zero=False)), y=alt.Y("robust top1 %:Q", scale=alt.Scale(zero=False)),
+        color="Pareto front:N", tooltip=list(d.columns))
+    front = alt.Chart(d[d["Pareto front"]].sort_values("clean top1 %")).mark_line(strokeDash=[4, 3]).encode(
+        x="clean top1 %:Q", y="robust top1 %:Q")
+    st.altair_chart(pts + front, width="stretch")
+    st.dataframe(d, hide_index=True, width="stretch")
+
+
+def page_drilldown(root: str, sig: tuple, df: pd.DataFrame) -> None:
+    import altair as alt
+
+    st.header("Per-condition drill-down")
+    fp = _dataset_choice(df, "dd")
+    s = df[df.dataset_fingerprint == fp]
+    conds = sorted(set(s.condition), key=lambda c: (c != "clean", c))
+    cond = st.selectbox("condition", conds, key="dd-cond")
+    c = s[s.condition == cond]
+    t = report.condition_table(c)
+    t["McNemar p"] = c.sort_values(["dataset", "model"]).get("mcnemar_p", pd.Series(dtype=float)).round(4).to_numpy() \
+        if "mcnemar_p" in c else np.nan
+    st.dataframe(t, hide_index=True, width="stretch")
+    field = "top1" if cond == "clean" else "delta_acc"
+    lo, hi = ("top1_ci_low", "top1_ci_high") if cond == "clean" else ("delta_ci_low", "delta_ci_high")
+    d = pd.DataFrame({"model": c.model, "value": 100 * c[field], "lo": 100 * c[lo], "hi": 100 * c[hi]})
+    title = "top-1 % (Wilson 95% CI)" if cond == "clean" else "ΔACC pp (paired bootstrap 95% CI)"
+    base = alt.Chart(d).encode(y=alt.Y("model:N"))
+    chart = base.mark_rule().encode(x=alt.X("lo:Q", title=title), x2="hi:Q") + \
+        base.mark_point(filled=True, size=70).encode(x="value:Q", tooltip=list(d.columns))
+    st.altair_chart(chart, width="stretch")
+    if len(c):
+        st.caption(f"Pipeline: `{c.pipeline_text.iloc[0]}`" if "pipeline_text" in c else "")
+
+
+def page_flips(root: str, sig: tuple, df: pd.DataFrame) -> None:
+    from robustbench_sys.data import class_name
+
+    st.header("Flipped images: reference vs noisy pipeline")
+    fp = _dataset_choice(df, "fl")
+    s = df[(df.dataset_fingerprint == fp)]
+    noisy = s[s.family != L.CLEAN]
+    if noisy.empty:
+        st.info("No noise condition stored for this data set: nothing to compare with the reference.")
+        return
+    c1, c2 = st.columns(2)
+    model = c1.selectbox("model", sorted(set(noisy.model)), key="fl-model")
+    cond = c2.selectbox("condition", sorted(set(noisy[noisy.model == model].condition)), key="fl-cond")
+    row = noisy[(noisy.model == model) & (noisy.condition == cond)].iloc[-1]
+    ref = s[(s.model == model) & (s.family == L.CLEAN)]
+    if ref.empty:
+        st.warning(f"No clean (reference) result for {model} on this data set.")
+        return
+    ref_id = ref.iloc[-1].unit_id
+    rows = load_unit_rows(root, row.unit_id, sig)
+    base = load_unit_rows(root, ref_id, sig)
+    m = rows[rows.status == "ok"].merge(base[base.status == "ok"], on="file", suffixes=("", "_ref"))
+    m["flipped"] = m.pred != m.pred_ref
+    n_flip = int(m.flipped.sum())
+    st.write(f"**{n_flip}** of {len(m)} images change their top-1 prediction under `{cond}` "
+             f"(flip rate {100 * row.flip_rate:.1f}%).")
+    only = st.checkbox("only flipped images", value=n_flip > 0, key="fl-only")
+    if only and n_flip == 0:
+        st.info("No image flips under this condition; untick the box to browse every image.")
+        return
+    pool = m[m.flipped] if only else m
+    file = st.selectbox("image", list(pool.file), key="fl-file")
+    r = pool[pool.file == file].iloc[0]
+    st.caption(f"true label: {int(r.label)} {class_name(int(r.label))}")
+    cols = st.columns(2)
+    for col, uid, sfx, title in ((cols[0], ref_id, "_ref", "reference (clean)"), (cols[1], row.unit_id, "", cond)):
+        with col:
+            try:
+                img = rebuild_image(root, uid, file)
+                col.image(img, caption=f"{title}: {class_name(int(r['pred' + sfx]))}", width=336)
+            except Exception as e:  # missing file / unavailable noise: a message, not a trace
+                col.warning(f"cannot rebuild the {title} image: {type(e).__name__}: {e}")
+            top = pd.DataFrame({"class": [int(i) for i in r["top5" + sfx]],
+                                "name": [class_name(int(i)) for i in r["top5" + sfx]],
+                                "prob": np.round(np.asarray(r["top5_prob" + sfx], dtype=float), 4)})
+            col.dataframe(top, hide_index=True, width="stretch")
+
+
+def page_provenance(root: str, sig: tuple, df: pd.DataFrame) -> None:
+    st.header("Provenance")
+    labels = [f"{r.model} / {r.condition} / {r.dataset}" for r in df.itertuples()]
+    i = st.selectbox("result", range(len(df)), format_func=lambda k: labels[k], key="pv-row")
+    r = df.iloc[i]
+    c1, c2 = st.columns(2)
+    with c1:
+        st.subheader("pipeline")
+        st.code(str(r.get("pipeline_text", "")))
+        st.json(_json(r.get("pipeline")))
+        st.subheader("model card tags")
+        st.json(_json(r.get("tags")))
+        st.write({k: str(r.get(k)) for k in ("unit_id", "weights_sha256", "dataset_fingerprint", "suite",
+                                             "suite_version", "run_ids", "created_at") if k in r})
+    with c2:
+        st.subheader("environment and library versions")
+        st.json(_json(r.get("provenance")))
+    try:
+        with st.expander("unit spec (units/<id>.json)"):
+            st.json(unit_spec(root, r.unit_id))
+    except StoreError as e:
+        st.warning(str(e))
+
+
+def _json(s) -> dict:
+    try:
+        return json.loads(s) if isinstance(s, str) else {}
+    except ValueError:
+        return {"unparsed": str(s)}
+
+
+RENDER = dict(zip(PAGES, (page_leaderboard, page_heatmap, page_scatter, page_drilldown, page_flips,
+                          page_provenance)))
+
+
+# ---------------------------------------------------------------------- main
+def main() -> None:
+    st.set_page_config(page_title="robustbench-sys", layout="wide")
+    if "results" not in st.session_state:
+        st.session_state["results"] = results_arg()
+    root = st.sidebar.text_input("results folder", key="results")
+    page = st.sidebar.radio("page", PAGES, key="page")
+    st.title("robustbench-sys")
+    root = str(Path(root).expanduser())
+    if not Path(root).is_dir():
+        st.info(f"No results store at `{root}`. Run `robustbench-sys eval --out {root} ...` first, "
+                "or type another folder in the sidebar.")
+        return
+    try:
+        sig = store_signature(root)
+        df, problems = load_summaries(root, sig)
+    except Exception as e:
+        st.error(f"Cannot read the results store at `{root}`: {type(e).__name__}: {e}")
+        return
+    for p in problems:
+        st.warning(f"Skipped an unreadable file: {p}")
+    pending = in_progress_units(root, df)
+    if pending:
+        st.info(f"{len(pending)} unit(s) have per-image results but no summary yet (a run is still writing, "
+                f"or was interrupted: re-run the same eval command to finish): {', '.join(pending[:5])}"
+                f"{'…' if len(pending) > 5 else ''}")
+    if df.empty:
+        st.info(f"No finished results in `{root}` yet"
+                + (" (every summary file was unreadable)." if problems else ". Run `robustbench-sys eval` first."))
+        return
+    missing = [c for c in L.REQUIRED + ("unit_id", "dataset") if c not in df]
+    if missing:
+        st.error(f"The summaries in `{root}` lack column(s) {missing}; they were written by an older version. "
+                 "Re-run the evaluation into a new folder.")
+        return
+    try:
+        RENDER[page](root, sig, df)
+    except Exception as e:  # a clear message in the page, never a stack trace
+        st.error(f"Cannot show '{page}': {type(e).__name__}: {e}")
+
+
+main()

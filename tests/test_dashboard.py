@@ -1,0 +1,244 @@
+"""Dashboard pages (streamlit.testing AppTest) on a real results store, plus the store-problem
+states (empty, partially written, corrupt parquet) and the leaderboard / dashboard CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("streamlit", reason="streamlit not installed (scripts/setup.d/70-dashboard.sh)")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from _dashboard_store import MODELS, RESIZE, LIMIT, real_store  # noqa: E402
+from robustbench_sys import cli  # noqa: E402
+from robustbench_sys import leaderboard as L  # noqa: E402
+from robustbench_sys.data import class_name  # noqa: E402
+from robustbench_sys.store import ResultsStore  # noqa: E402
+
+APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+PAGES = ("Leaderboard", "ΔACC heatmap", "Clean vs robust", "Condition drill-down", "Flipped images", "Provenance")
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory) -> Path:
+    return real_store(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def summaries(store) -> pd.DataFrame:
+    return ResultsStore(store).summaries()
+
+
+def run_app(root, page="Leaderboard") -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["results"] = str(root)
+    at.session_state["page"] = page
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def texts(at) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "info", "warning", "error", "header", "subheader")
+             for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def frames(at) -> list[pd.DataFrame]:
+    return [d.value for d in at.dataframe]
+
+
+def test_store_is_real(summaries):
+    assert set(summaries.model) == set(MODELS)
+    assert set(summaries.condition) == {"clean", *RESIZE}
+    assert (summaries.n_images == LIMIT).all()
+
+
+# ---------------------------------------------------------------------- every page
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_without_error(store, page):
+    at = run_app(store, page)
+    assert not at.error, [e.value for e in at.error]
+    assert page.split()[0].lower() in texts(at).lower() or page == "ΔACC heatmap"
+
+
+def test_leaderboard_page_matches_library(store, summaries):
+    at = run_app(store)
+    lb = L.build(summaries)
+    shown = frames(at)
+    overall = shown[0]
+    assert sorted(overall.model) == sorted(MODELS)
+    assert overall["rank"].tolist() == lb.overall["rank"].tolist()
+    clean = next(d for d in shown if "top1 95% CI" in d)
+    assert (clean.n == LIMIT).all()
+    exp = L.display_frame(lb, "clean")
+    assert clean["top1 %"].tolist() == exp["top1 %"].tolist()
+    resize = next(d for d in shown if "mean ΔACC pp" in d)
+    assert set(resize.options) == {len(RESIZE)}
+    # family filter: only the resize table (plus overall) remains
+    at.multiselect(key="lb-fams").set_value(["resize"]).run()
+    shown = frames(at)
+    assert not any("top1 95% CI" in d for d in shown)
+    assert any("mean ΔACC pp" in d for d in shown)
+    # model-family tag filter keeps one model
+    at.multiselect(key="lb-fams").set_value([]).run()
+    at.multiselect(key="lb-mfam").set_value(["mobilenet"]).run()
+    assert frames(at)[0].model.tolist() == ["mobilenet_v2"]
+
+
+def test_heatmap_values_are_the_stored_deltas(store, summaries):
+    at = run_app(store, "ΔACC heatmap")
+    assert at.get("vega_lite_chart"), "no chart"
+    pivot = frames(at)[-1]
+    s = summaries[summaries.condition != "clean"]
+    assert pivot.shape == (len(MODELS), len(RESIZE))
+    for r in s.itertuples():
+        assert pivot.loc[r.model, r.condition] == pytest.approx(round(100 * r.delta_acc, 2))
+
+
+def test_scatter_pareto_front(store, summaries):
+    at = run_app(store, "Clean vs robust")
+    d = frames(at)[-1]
+    assert sorted(d.model) == sorted(MODELS)
+    assert d["Pareto front"].tolist() == L.pareto_front(d["clean top1 %"], d["robust top1 %"]).tolist()
+    assert d["Pareto front"].any()
+    for _, r in d.iterrows():
+        s = summaries[(summaries.model == r["model"]) & (summaries.condition != "clean")]
+        assert r["robust top1 %"] == pytest.approx(round(100 * s.top1.mean(), 2))
+
+
+def test_drilldown_condition_with_intervals(store, summaries):
+    at = run_app(store, "Condition drill-down")
+    at.selectbox(key="dd-cond").set_value(RESIZE[0]).run()
+    t = frames(at)[0]
+    assert sorted(t.model) == sorted(MODELS)
+    assert (t.condition == RESIZE[0]).all() and (t.n == LIMIT).all()
+    assert t["ΔACC 95% CI"].str.match(r"^\[[+-]\d").all()
+
+
+def test_flipped_viewer_rebuilds_both_images_with_top5(store, summaries):
+    at = run_app(store, "Flipped images")
+    at.selectbox(key="fl-model").set_value("mobilenet_v2").run()
+    at.selectbox(key="fl-cond").set_value(RESIZE[0]).run()
+    if at.checkbox(key="fl-only").value is True and not at.get("image"):
+        pytest.fail("flipped images announced but none shown")
+    if at.checkbox(key="fl-only").value:
+        at.checkbox(key="fl-only").uncheck().run()
+    assert not at.warning, [w.value for w in at.warning]
+    assert len(at.get("image")) == 2
+    file = at.selectbox(key="fl-file").value
+    ref = summaries[(summaries.model == "mobilenet_v2") & (summaries.condition == "clean")].iloc[0]
+    rows = ResultsStore(store).read_unit_rows(ref.unit_id).set_index("file").loc[file]
+    top_ref = frames(at)[0]
+    assert top_ref["class"].tolist() == list(rows.top5)
+    assert top_ref["prob"].to_numpy() == pytest.approx(np.round(np.asarray(rows.top5_prob, dtype=float), 4))
+    assert top_ref["name"].tolist() == [class_name(int(i)) for i in rows.top5]
+    assert f"true label: {int(rows.label)}" in texts(at)
+
+
+def test_provenance_panel(store):
+    at = run_app(store, "Provenance")
+    shown = [json.dumps(j.value) if not isinstance(j.value, str) else j.value for j in at.json]
+    assert any("torch" in s for s in shown), shown[:2]
+    assert any("dataset_root" in s for s in shown)
+
+
+# ---------------------------------------------------------------------- store problems
+def test_missing_and_empty_store(tmp_path):
+    at = run_app(tmp_path / "nope")
+    assert "No results store" in texts(at)
+    (tmp_path / "empty").mkdir()
+    at = run_app(tmp_path / "empty")
+    assert "No finished results" in texts(at)
+    assert not at.error
+
+
+def test_partially_written_store_and_cache_refresh(store, tmp_path):
+    root = tmp_path / "partial"
+    shutil.copytree(store, root)
+    at = run_app(root)
+    assert "no summary yet" not in texts(at)
+    victim = sorted((root / "summaries").glob("*.parquet"))[0]
+    victim.unlink()  # a unit whose per-image parts are written but whose summary is not (yet)
+    at.run()
+    assert not at.exception
+    assert "1 unit(s) have per-image results but no summary" in texts(at)
+    for page in PAGES:
+        a = run_app(root, page)
+        assert not a.error, (page, [e.value for e in a.error])
+
+
+def test_corrupt_parquet_is_a_message(store, tmp_path):
+    root = tmp_path / "corrupt"
+    shutil.copytree(store, root)
+    files = sorted((root / "summaries").glob("*.parquet"))
+    files[0].write_bytes(b"PAR1 this is not parquet")
+    at = run_app(root)
+    assert "corrupt parquet file" in texts(at)
+    assert frames(at), "the readable summaries are still shown"
+    for p in files:
+        p.write_bytes(b"garbage")
+    at = run_app(root)
+    assert "every summary file was unreadable" in texts(at)
+    # a corrupt per-image part: the viewer says so instead of a trace
+    for p in files:
+        p.unlink()
+    shutil.copytree(store / "summaries", root / "summaries", dirs_exist_ok=True)
+    for part in (root / "per_image").glob("*/part-*.parquet"):
+        part.write_bytes(b"garbage")
+    at = run_app(root, "Flipped images")
+    assert at.error and "corrupt parquet" in at.error[0].value
+
+
+# ---------------------------------------------------------------------- CLI
+@pytest.mark.parametrize("fmt", ["table", "markdown", "csv", "html"])
+def test_leaderboard_cli(store, fmt, capsys, tmp_path):
+    save = tmp_path / f"lb.{fmt}"
+    assert cli.main(["leaderboard", "--out", str(store), "--format", fmt, "--save", str(save)]) == 0
+    out = capsys.readouterr().out
+    for m in MODELS:
+        assert m in out
+    assert save.read_text().strip() == out.strip()
+
+
+def test_leaderboard_cli_errors(tmp_path, capsys):
+    assert cli.main(["leaderboard", "--out", str(tmp_path / "none")]) == 2
+    assert "no results store" in capsys.readouterr().err
+
+
+def test_leaderboard_cli_unknown_family(store, capsys):
+    assert cli.main(["leaderboard", "--out", str(store), "--family", "nosuch"]) == 2
+    assert "no such family" in capsys.readouterr().err
+
+
+def test_dashboard_command_binds_localhost_without_telemetry(tmp_path):
+    cmd = cli.dashboard_command(tmp_path, 8765)
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--browser.gatherUsageStats") + 1] == "false"
+    assert cmd[cmd.index("--server.port") + 1] == "8765"
+    assert cmd[-2:] == ["--results", str(tmp_path)]
+    assert Path(cmd[cmd.index("run") + 1]).is_file()
+    exposed = cli.dashboard_command(tmp_path, 8765, expose=True)
+    assert exposed[exposed.index("--server.address") + 1] == "0.0.0.0"
+    a = cli.build_parser().parse_args(["dashboard", "--results", str(tmp_path), "--port", "9999"])
+    assert (a.results, a.port, a.expose) == (str(tmp_path), 9999, False)
+
+
+def test_fast_summary_reader_matches_store(store, tmp_path):
+    fast, problems = L.read_summaries(store)
+    slow = ResultsStore(store).summaries()
+    assert problems == []
+    key = ["model", "condition"]
+    pd.testing.assert_frame_equal(fast.sort_values(key).reset_index(drop=True)[slow.columns],
+                                  slow.sort_values(key).reset_index(drop=True), check_dtype=False)
+    root = tmp_path / "c"
+    shutil.copytree(store / "summaries", root / "summaries")
+    bad = sorted((root / "summaries").glob("*.parquet"))[0]
+    bad.write_bytes(b"junk")
+    fast, problems = L.read_summaries(root)
+    assert len(fast) == len(slow) - 1 and len(problems) == 1 and str(bad) in problems[0]

@@ -1,0 +1,186 @@
+"""Leaderboard logic on hand-built summary frames: interval ranks, ties, comparability, output."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from robustbench_sys import leaderboard as L
+from robustbench_sys.metrics import wilson_interval
+
+FP = "fp-demo"
+
+
+def row(model, condition, family, *, top1=0.7, n=100, delta=0.0, dlo=None, dhi=None, fp=FP,
+        suite_version=1, created="2026-01-01T00:00:00", tags=None):
+    k = round(top1 * n)
+    lo, hi = wilson_interval(k, n)
+    return {"model": model, "condition": condition, "family": family, "dataset": "demo",
+            "dataset_fingerprint": fp, "n_images": n, "suite_version": suite_version,
+            "top1": k / n, "top1_ci_low": lo, "top1_ci_high": hi, "delta_acc": delta,
+            "delta_ci_low": delta - 0.02 if dlo is None else dlo,
+            "delta_ci_high": delta + 0.02 if dhi is None else dhi,
+            "flip_rate": abs(delta), "created_at": created,
+            "tags": json.dumps(tags or {"family": model.split("_")[0], "params_m": 1.0, "training": "standard"})}
+
+
+def frame(rows):
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------- the rank rule
+def test_interval_rank_worked_example_higher_is_better():
+    # A [80,90] leads; B [75,85] overlaps A -> shares rank 1; C [60,70] is below A and B -> 3;
+    # D [68,79] overlaps B (75..79) but not A (80 > 79) -> 1 + 1 (A) = 2.
+    low, high = [80, 75, 60, 68], [90, 85, 70, 79]
+    assert L.interval_rank(low, high, True).tolist() == [1, 1, 3, 2]
+
+
+def test_interval_rank_lower_is_better_mirrors():
+    low, high = [1, 2, 10, 5], [4, 6, 12, 9]
+    # for ΔACC lower is better: A [1,4] best; B [2,6] overlaps; D [5,9]: A.hi 4 < 5 -> 2; C [10,12]: A,B,D -> 4
+    assert L.interval_rank(low, high, False).tolist() == [1, 1, 4, 2]
+    # mirror: negating values and flipping the direction gives the same ranks
+    assert L.interval_rank(-np.array(high), -np.array(low), True).tolist() == [1, 1, 4, 2]
+
+
+def test_clean_ranks_and_ties_from_wilson_intervals():
+    # n=100: 0.90 -> [0.826, 0.945]; 0.85 overlaps it; 0.50 -> [0.40, 0.60] below both
+    s = frame([row("a_1", "clean", "clean", top1=0.90), row("b_1", "clean", "clean", top1=0.85),
+               row("c_1", "clean", "clean", top1=0.50)])
+    lb = L.build(s)
+    g = lb.families["clean"]
+    assert g.model.tolist() == ["a_1", "b_1", "c_1"]
+    assert g["rank"].tolist() == [1, 1, 3]
+    assert g["tied"].tolist() == [True, True, False]
+    assert (g["top1 lo"] <= g["top1 %"]).all() and (g["top1 %"] <= g["top1 hi"]).all()
+    assert g.n.tolist() == [100, 100, 100]
+    # the text output marks ties with '='
+    d = L.display_frame(lb, "clean")
+    assert d["rank"].tolist() == ["1=", "1=", "3"]
+
+
+def test_large_n_separates_what_small_n_ties():
+    small = L.build(frame([row("a", "clean", "clean", top1=0.80, n=50),
+                           row("b", "clean", "clean", top1=0.72, n=50)]))
+    big = L.build(frame([row("a", "clean", "clean", top1=0.80, n=5000),
+                         row("b", "clean", "clean", top1=0.72, n=5000)]))
+    assert small.families["clean"]["rank"].tolist() == [1, 1]
+    assert big.families["clean"]["rank"].tolist() == [1, 2]
+
+
+def test_noise_family_mean_and_max_with_conservative_interval():
+    s = frame([
+        row("a", "clean", "clean"), row("b", "clean", "clean"),
+        row("a", "resize/x", "resize", delta=0.01, dlo=-0.01, dhi=0.03),
+        row("a", "resize/y", "resize", delta=0.03, dlo=0.01, dhi=0.05),
+        row("b", "resize/x", "resize", delta=0.20, dlo=0.15, dhi=0.25),
+        row("b", "resize/y", "resize", delta=0.10, dlo=0.05, dhi=0.15),
+    ])
+    g = L.build(s).families["resize"].set_index("model")
+    assert g.loc["a", "mean ΔACC pp"] == pytest.approx(2.0)
+    assert (g.loc["a", "mean lo"], g.loc["a", "mean hi"]) == pytest.approx((0.0, 4.0))
+    assert g.loc["b", "max ΔACC pp"] == pytest.approx(20.0)
+    assert g.loc["b", "worst option"] == "resize/x"
+    assert (g.loc["b", "max lo"], g.loc["b", "max hi"]) == pytest.approx((15.0, 25.0))
+    # a's mean interval [0,4] is entirely below b's [10,20]: a rank 1, b rank 2, no tie
+    assert g.loc["a", "rank"] == 1 and g.loc["b", "rank"] == 2
+    assert not g["tied"].any()
+    assert g.loc["a", "options"] == 2
+
+
+# ---------------------------------------------------------------------- comparability
+def test_incomparable_results_are_listed_apart_with_reason():
+    s = frame([
+        row("a", "clean", "clean"), row("b", "clean", "clean"), row("c", "clean", "clean"),
+        row("d", "clean", "clean", n=60),                      # other n_images
+        row("e", "clean", "clean", fp="other-fp"),             # other data set
+        row("a", "resize/x", "resize", delta=0.01), row("a", "resize/y", "resize", delta=0.02),
+        row("b", "resize/x", "resize", delta=0.05), row("b", "resize/y", "resize", delta=0.04),
+        row("c", "resize/x", "resize", delta=0.05),            # only one of the two options
+        row("d", "resize/x", "resize", delta=0.0, n=60, suite_version=2),
+        row("d", "resize/y", "resize", delta=0.0, n=60, suite_version=2),
+    ])
+    lb = L.build(s)
+    assert lb.dataset_fingerprint == FP
+    assert sorted(lb.families["clean"].model) == ["a", "b", "c"]
+    assert sorted(lb.families["resize"].model) == ["a", "b"]
+    why = {(r.model, r.family): r.reason for r in lb.apart.itertuples()}
+    assert "n_images 60 differs" in why[("d", "clean")]
+    assert "other data set" in why[("e", "clean")] and "other-fp" in why[("e", "clean")]
+    assert "missing 1 condition(s) (resize/y)" in why[("c", "resize")]
+    assert "suite_version 2" in why[("d", "resize")] and "n_images 60" in why[("d", "resize")]
+    # overall: c is ranked in clean only, so it is listed apart for the overall table
+    assert sorted(lb.overall.model) == ["a", "b"]
+    assert "resize" in why[("c", "overall")]
+
+
+def test_choosing_the_other_data_set_ranks_it():
+    s = frame([row("a", "clean", "clean"), row("b", "clean", "clean"), row("e", "clean", "clean", fp="other-fp")])
+    lb = L.build(s, dataset_fingerprint="other-fp")
+    assert lb.families["clean"].model.tolist() == ["e"]
+    with pytest.raises(ValueError, match="not in the store"):
+        L.build(s, dataset_fingerprint="nope")
+
+
+def test_duplicate_result_newest_wins_and_older_listed():
+    s = frame([row("a", "clean", "clean", top1=0.5, created="2026-01-01"),
+               row("a", "clean", "clean", top1=0.9, created="2026-02-01")])
+    lb = L.build(s)
+    assert lb.families["clean"]["top1 %"].tolist() == pytest.approx([90.0])
+    assert lb.apart.reason.str.contains("superseded").sum() == 1
+
+
+# ---------------------------------------------------------------------- overall
+def test_overall_is_mean_rank_with_ties():
+    # clean: a > b clearly (n large); resize: b < a clearly (b loses less) -> mean ranks 1.5 each: tie
+    s = frame([
+        row("a", "clean", "clean", top1=0.9, n=5000), row("b", "clean", "clean", top1=0.7, n=5000),
+        row("c", "clean", "clean", top1=0.5, n=5000),
+        row("a", "resize/x", "resize", delta=0.2, dlo=0.18, dhi=0.22),
+        row("b", "resize/x", "resize", delta=0.0, dlo=-0.01, dhi=0.01),
+        row("c", "resize/x", "resize", delta=0.3, dlo=0.28, dhi=0.32),
+    ])
+    lb = L.build(s)
+    o = lb.overall.set_index("model")
+    assert o.loc["a", "rank clean"] == 1 and o.loc["a", "rank resize"] == 2
+    assert o.loc["a", "mean rank"] == pytest.approx(1.5) and o.loc["b", "mean rank"] == pytest.approx(1.5)
+    assert o.loc["a", "rank"] == o.loc["b", "rank"] == 1 and o.loc["a", "tied"]
+    assert o.loc["c", "rank"] == 3 and o.loc["c", "mean rank"] == pytest.approx(3.0)
+
+
+def test_family_filter_and_empty():
+    assert L.build(pd.DataFrame()).empty
+    assert L.render(L.build(pd.DataFrame())) == "(no results)"
+    s = frame([row("a", "clean", "clean"), row("a", "resize/x", "resize", delta=0.1)])
+    lb = L.build(s, families=["resize"])
+    assert list(lb.families) == ["resize"]
+    with pytest.raises(ValueError, match="lack column"):
+        L.build(pd.DataFrame({"model": ["a"]}))
+
+
+def test_pareto_front():
+    x = [0.9, 0.8, 0.7, 0.85]
+    y = [0.5, 0.7, 0.6, 0.5]
+    # (0.7,0.6) dominated by (0.8,0.7); (0.85,0.5) dominated by (0.9,0.5)
+    assert L.pareto_front(x, y).tolist() == [True, True, False, False]
+
+
+@pytest.mark.parametrize("fmt", L.FORMATS)
+def test_render_formats(fmt):
+    s = frame([row("a_x", "clean", "clean", top1=0.9), row("b_y", "clean", "clean", top1=0.8),
+               row("a_x", "resize/x", "resize", delta=0.01), row("b_y", "resize/x", "resize", delta=0.05),
+               row("z", "clean", "clean", fp="zz")])
+    text = L.render(L.build(s), fmt)
+    for needle in ("a_x", "b_y", "resize", "not ranked", "other data set"):
+        assert needle in text, (fmt, needle)
+    if fmt == "html":
+        assert text.startswith("<!doctype html>") and "<table" in text
+    if fmt == "csv":
+        df = pd.read_csv(__import__("io").StringIO(text))
+        assert set(df.table) >= {"overall", "clean", "resize", "not ranked"}
+    with pytest.raises(ValueError, match="--format"):
+        L.render(L.build(s), "pdf")
