@@ -5,7 +5,7 @@
     robustbench-sys zoo list | zoo fetch [NAME...] [--offline]
     robustbench-sys suites list | suites show NAME
     robustbench-sys noises list [PATTERN]
-    robustbench-sys results show [--out DIR] [--by condition|family] [--format table|markdown|csv]
+    robustbench-sys results show [--out DIR] [--by condition|family|imagenet-s] [--format table|markdown|csv]
     robustbench-sys data fetch foolbox-demo
     robustbench-sys leaderboard [--out DIR] [--family F,...] [--format table|markdown|csv|html] [--save FILE]
     robustbench-sys dashboard [--results DIR] [--port N] [--expose]
@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     rs = r.add_subparsers(dest="results_cmd", required=True)
     show = rs.add_parser("show")
     _out_arg(show)
-    show.add_argument("--by", choices=["condition", "family"], default="condition")
+    show.add_argument("--by", choices=["condition", "family", "imagenet-s"], default="condition",
+                      help="imagenet-s: RobustART's mean/std/max over decoder x resize pairs, then each "
+                           "model's accuracy matrix")
     show.add_argument("--model", type=_csv, default=None)
     show.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
 
@@ -99,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _print_results(df, fmt: str, by: str = "condition") -> None:
     from robustbench_sys import report
 
+    if by == "imagenet-s":
+        print(report.render(report.imagenet_s_table(df), fmt))
+        cells = report.imagenet_s_cells(df) if not df.empty else df
+        for (ds, model), _ in (cells.groupby(["dataset", "model"], sort=True) if not cells.empty else []):
+            print(f"\n{model} on {ds}: top-1 % per decoder x resize pair")
+            print(report.render(report.imagenet_s_matrix(df, model, ds), fmt))
+        return
     table = report.family_table(df) if by == "family" else report.condition_table(df)
     print(report.render(table, fmt))
 

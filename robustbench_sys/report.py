@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from robustbench_sys import metrics
@@ -44,6 +46,51 @@ def family_table(summaries: pd.DataFrame) -> pd.DataFrame:
                      "mean ΔACC pp": round(100 * st["mean_delta"], 2), "max ΔACC pp": round(100 * st["max_delta"], 2),
                      "worst option": worst, "mean flip %": round(100 * float(g.flip_rate.mean()), 2)})
     return pd.DataFrame(rows)
+
+
+def _stage(pipeline_json: str, field: str) -> str:
+    return json.loads(pipeline_json)[field]
+
+
+def imagenet_s_cells(summaries: pd.DataFrame) -> pd.DataFrame:
+    """The ImageNet-S (systematic error) rows with their (decoder, resize) pair; the clean row
+    is the pair of the model's own pipeline (the runner does not repeat it as a condition)."""
+    s = summaries[(summaries.family == "imagenet-s") | (summaries.condition == "clean")]
+    if s.empty or not (s.family == "imagenet-s").any():
+        return pd.DataFrame()
+    s = s.assign(decoder=[_stage(p, "decoder") for p in s.pipeline], resize=[_stage(p, "resize") for p in s.pipeline])
+    keep = s.groupby(["dataset", "model"]).family.transform(lambda f: (f == "imagenet-s").any())
+    return s[keep]
+
+
+def imagenet_s_table(summaries: pd.DataFrame) -> pd.DataFrame:
+    """RobustART's ImageNet-S summary per (data set, model): top-1 mean and std over the decoder x
+    resize pairs (the model's own pair included), max ΔACC and the pair that causes it."""
+    cells = imagenet_s_cells(summaries)
+    rows = []
+    for (ds, model), g in cells.groupby(["dataset", "model"], sort=True):
+        acc = 100 * g.top1.to_numpy(dtype=float)
+        worst = g.loc[g.delta_acc.idxmax()]
+        rows.append({"dataset": ds, "model": model, "pairs": len(g), "n": int(g.n_images.min()),
+                     "clean top1 %": round(100 * float(g.ref_top1.iloc[0]), 2),
+                     "mean top1 %": round(float(acc.mean()), 2), "std top1 pp": round(float(acc.std(ddof=0)), 2),
+                     "mean ΔACC pp": round(100 * float(g.delta_acc.mean()), 2),
+                     "max ΔACC pp": round(100 * float(worst.delta_acc), 2),
+                     "worst pair": f"{worst.decoder}+{worst.resize}"})
+    return pd.DataFrame(rows)
+
+
+def imagenet_s_matrix(summaries: pd.DataFrame, model: str, dataset: str | None = None) -> pd.DataFrame:
+    """Top-1 (%) of one model as a decoder (rows) x resize (columns) matrix."""
+    cells = imagenet_s_cells(summaries)
+    cells = cells[(cells.model == model) & ((cells.dataset == dataset) if dataset else True)]
+    if cells.empty:
+        return pd.DataFrame()
+    if cells.dataset.nunique() > 1:
+        raise ValueError(f"model {model} has ImageNet-S results on several data sets "
+                         f"({', '.join(sorted(cells.dataset.unique()))}); name one")
+    m = cells.pivot_table(index="decoder", columns="resize", values="top1", aggfunc="first")
+    return (100 * m).round(2).rename_axis(index="decoder \\ resize", columns=None).reset_index()
 
 
 def render(df: pd.DataFrame, fmt: str = "table") -> str:

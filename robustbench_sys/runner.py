@@ -282,7 +282,7 @@ def evaluate(models, suites=("clean",), data="foolbox-demo", out=None, *, limit:
         units = [ref] + [u for u in units if u is not ref]   # the reference is summarised first
         model, finished = None, []
         for unit in units:
-            if not runner.store.has_summary(unit.id):
+            if not runner.store.has_summary(unit.id, unit.condition.name):
                 if runner.pending(unit):
                     if model is None:
                         model = zoo.load_model(card)
@@ -297,9 +297,9 @@ def evaluate(models, suites=("clean",), data="foolbox-demo", out=None, *, limit:
                 # (a native backend, an interrupt) never costs a finished unit its summary.
                 runner.store.write_summary(unit.id, runner.summarise(unit, ref))
             finished.append(unit)
-        ids = {u.id for u in finished}
+        keys = {(u.id, u.condition.name) for u in finished}
         s = runner.store.summaries()
-        summaries.append(s[s.unit_id.isin(ids)])
+        summaries.append(s[[k in keys for k in zip(s.unit_id, s.condition)]] if len(s) else s)
     out_df = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
     out_df.attrs["skipped"] = runner.skipped
     out_df.attrs["out"] = str(runner.store.root)

@@ -4,7 +4,10 @@ Layout under the output root (all paths absolute; nothing CWD-relative)::
 
     units/<unit_id>.json                 what a unit is: model, condition, pipeline, data set, provenance
     per_image/<unit_id>/part-*.parquet   one file per finished batch (written atomically)
-    summaries/<unit_id>.parquet          one row per finished (model, condition) unit
+    summaries/<unit_id>.<cond>.parquet   one row per finished (model, condition); <cond> hashes the
+                                         condition name (two conditions with the same pipeline, e.g.
+                                         decoder/ffmpeg and imagenet-s/ffmpeg+pil-bilinear, share the
+                                         unit's per-image rows and get a summary each)
 
 A *unit* is one (model + weights, condition pipeline, data set) evaluation; its id is a hash
 of exactly those, so re-running the same command finds the same units: finished units are
@@ -15,6 +18,7 @@ in-flight batch and never leaves a half-written part or duplicate rows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -110,14 +114,15 @@ class ResultsStore:
         return pd.concat(frames, ignore_index=True) if frames else PER_IMAGE_SCHEMA.empty_table().to_pandas()
 
     # ------------------------------------------------------------------ summaries
-    def summary_path(self, unit_id: str) -> Path:
-        return self._dir("summaries") / f"{unit_id}.parquet"
+    def summary_path(self, unit_id: str, condition: str) -> Path:
+        tag = hashlib.sha1(condition.encode()).hexdigest()[:8]
+        return self._dir("summaries") / f"{unit_id}.{tag}.parquet"
 
-    def has_summary(self, unit_id: str) -> bool:
-        return (self.root / "summaries" / f"{unit_id}.parquet").is_file()
+    def has_summary(self, unit_id: str, condition: str) -> bool:
+        return self.summary_path(unit_id, condition).is_file()
 
     def write_summary(self, unit_id: str, row: dict) -> None:
-        target = self.summary_path(unit_id)
+        target = self.summary_path(unit_id, row["condition"])
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".parquet")
         os.close(fd)
         try:

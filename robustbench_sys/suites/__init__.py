@@ -3,13 +3,17 @@
 A suite file has ``name``, ``family``, ``version``, ``description`` and either explicit
 ``[[conditions]]`` (``name`` plus pipeline-stage overrides such as ``resize = "cv2-area"``
 or ``decoder = "opencv"``), or a ``[sweep]`` over registered noises (``stage``, a glob
-``pattern`` and optional ``exclude`` globs), or ``include = [other suites]``, or several.  Built-in suites live beside this file; add directories with
+``pattern`` and optional ``exclude`` globs), or a ``[product]`` (the cross product of several
+sweeps, e.g. decoder x resize for ImageNet-S: ``[product.decode]`` and ``[product.resize]``
+tables, each with ``pattern`` / ``exclude``), or ``include = [other suites]``, or several.
+Built-in suites live beside this file; add directories with
 ``$ROBUSTBENCH_SYS_SUITES`` (``:``-separated), or pass a ``.toml`` path as the suite name.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -72,19 +76,36 @@ def _parse(path: Path) -> Suite:
         conds.extend(get_suite(inc).conditions)
     sweep = d.get("sweep")
     if sweep:
-        stage = sweep.get("stage")
-        if stage not in SWEEP_STAGES:
-            raise UserError(f"suite file {path}: sweep stage {stage!r} not one of {sorted(SWEEP_STAGES)}")
-        for key in noises.list_noises(sweep.get("pattern", "*")):
-            noise = noises.get(key)
-            if noise.stage != stage or any(fnmatch.fnmatch(key, x) for x in sweep.get("exclude", [])):
-                continue
-            value = noise.key if stage == "deploy" else noise.name   # deploy spans precision/ and backend/
-            conds.append(Condition(f"{family}/{noise.name}" if noise.family == family else f"{family}/{key}",
-                                   family, name, version, {SWEEP_STAGES[stage]: value}))
+        for noise, value in _sweep(path, sweep.get("stage"), sweep):
+            conds.append(Condition(f"{family}/{noise.name}" if noise.family == family else f"{family}/{noise.key}",
+                                   family, name, version, {SWEEP_STAGES[noise.stage]: value}))
+    product = d.get("product")
+    if product:
+        axes = [[(noise, SWEEP_STAGES[stage], value) for noise, value in _sweep(path, stage, spec)]
+                for stage, spec in product.items()]
+        for combo in itertools.product(*axes):
+            conds.append(Condition(f"{family}/" + "+".join(n.name for n, _, _ in combo), family, name, version,
+                                   {field_: value for _, field_, value in combo}))
     if not conds:
         raise UserError(f"suite file {path}: no conditions (add [[conditions]] or a [sweep])")
     return Suite(name, family, version, d.get("description", "").strip(), tuple(conds), str(path))
+
+
+def _sweep(path: Path, stage, spec: dict):
+    """``(noise, pipeline value)`` for the registered noises of ``stage`` matching the spec."""
+    if stage not in SWEEP_STAGES:
+        raise UserError(f"suite file {path}: sweep stage {stage!r} not one of {sorted(SWEEP_STAGES)}")
+    if not isinstance(spec, dict):
+        raise UserError(f"suite file {path}: [product.{stage}] must be a table with pattern / exclude")
+    out = []
+    for key in noises.list_noises(spec.get("pattern", "*")):
+        noise = noises.get(key)
+        if noise.stage != stage or any(fnmatch.fnmatch(key, x) for x in spec.get("exclude", [])):
+            continue
+        out.append((noise, noise.key if stage == "deploy" else noise.name))   # deploy spans precision/ and backend/
+    if not out:
+        raise UserError(f"suite file {path}: stage {stage!r} pattern {spec.get('pattern', '*')!r} matches no noise")
+    return out
 
 
 def _all() -> dict[str, Path]:
