@@ -5,7 +5,7 @@
     robustbench-sys zoo list | zoo fetch [NAME...] [--offline]
     robustbench-sys suites list | suites show NAME
     robustbench-sys noises list [PATTERN]
-    robustbench-sys results show [--out DIR] [--by condition|family|imagenet-s] [--format table|markdown|csv]
+    robustbench-sys results show [--out DIR] [--by condition|family|imagenet-s|natural] [--format table|markdown|csv]
     robustbench-sys data fetch foolbox-demo
     robustbench-sys leaderboard [--out DIR] [--family F,...] [--format table|markdown|csv|html] [--save FILE]
     robustbench-sys dashboard [--results DIR] [--port N] [--expose]
@@ -71,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     rs = r.add_subparsers(dest="results_cmd", required=True)
     show = rs.add_parser("show")
     _out_arg(show)
-    show.add_argument("--by", choices=["condition", "family", "imagenet-s"], default="condition",
+    show.add_argument("--by", choices=["condition", "family", "imagenet-s", "natural"], default="condition",
                       help="imagenet-s: RobustART's mean/std/max over decoder x resize pairs, then each "
-                           "model's accuracy matrix")
+                           "model's accuracy matrix; natural: ImageNet-C mCE / relative mCE")
     show.add_argument("--model", type=_csv, default=None)
     show.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
 
@@ -108,8 +108,8 @@ def _print_results(df, fmt: str, by: str = "condition") -> None:
             print(f"\n{model} on {ds}: top-1 % per decoder x resize pair")
             print(report.render(report.imagenet_s_matrix(df, model, ds), fmt))
         return
-    table = report.family_table(df) if by == "family" else report.condition_table(df)
-    print(report.render(table, fmt))
+    tables = {"family": report.family_table, "natural": report.natural_table}
+    print(report.render(tables.get(by, report.condition_table)(df), fmt))
 
 
 def _cmd_eval(a) -> int:

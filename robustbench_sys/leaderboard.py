@@ -9,6 +9,11 @@ Every ranked figure carries its number of images ``n`` and a 95% interval:
   natural corruptions and adversarial attacks are ranked the same way when their families are
   in the store): **mean ΔACC** over the family's options (lower is better; the rank metric) and
   **max ΔACC** (the worst option; ranked too, shown next to it).
+- ``imagenet-s`` (decoder x resize pairs) also shows RobustART's std of top-1 over the pairs
+  (the model's own pair, its clean run, included).
+- ``natural`` (ImageNet-C, all 15 x 5 present) is ranked by **mCE** instead (AlexNet-normalised,
+  :mod:`robustbench_sys.natural_metrics`), with a conservative interval from the per-condition
+  top-1 Wilson bounds (CE is monotone in each error).
   The interval of the mean ΔACC is the mean of the options' interval bounds.  The options are
   evaluated on the same images, so they are correlated; the standard deviation of an average is
   at most the average of the standard deviations, hence this interval is never narrower than the
@@ -58,6 +63,8 @@ import numpy as np
 import pandas as pd
 
 CLEAN = "clean"
+IMAGENET_S = "imagenet-s"
+NATURAL = "natural"
 REQUIRED = ("model", "condition", "family", "dataset_fingerprint", "n_images", "suite_version",
             "top1", "top1_ci_low", "top1_ci_high", "delta_acc", "delta_ci_low", "delta_ci_high")
 FORMATS = ("table", "markdown", "csv", "html")
@@ -205,8 +212,27 @@ def _family_entries(fam: str, g: pd.DataFrame) -> pd.DataFrame:
                 "worst option": w.condition,
                 "mean flip %": 100 * float(m.flip_rate.mean()) if "flip_rate" in m else float("nan"),
             })
+            if fam == IMAGENET_S:   # RobustART: std of top-1 over the decoder x resize pairs
+                row["std top1 pp"] = 100 * float(np.std(np.append(m.top1.to_numpy(dtype=float), m.ref_top1.iloc[0])))
+            if fam == NATURAL:
+                row.update(_mce_entry(m))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _mce_entry(m: pd.DataFrame) -> dict:
+    """mCE (%) of one model's natural-family rows with a conservative 95% interval: CE_c is
+    monotone in each error, so plugging every error's interval bound (1 - top-1 Wilson bound) gives
+    bounds that hold whenever all errors are inside their intervals.  NaN unless all 15 x 5 are
+    present (mCE is only defined over the full benchmark)."""
+    from robustbench_sys import natural_metrics as nm
+    from robustbench_sys.report import natural_errors
+
+    try:
+        vals = [100 * nm.mce(natural_errors(m, col)) for col in ("top1", "top1_ci_high", "top1_ci_low")]
+    except nm.MetricsError:
+        return {"mCE %": float("nan"), "mCE lo": float("nan"), "mCE hi": float("nan")}
+    return {"mCE %": vals[0], "mCE lo": vals[1], "mCE hi": vals[2]}
 
 
 def _why_not(e, ref) -> str:
@@ -273,6 +299,10 @@ def build(summaries: pd.DataFrame, *, dataset_fingerprint: str | None = None,
         if fam == CLEAN:
             g = _rank_frame(g, "top1 %", "top1 lo", "top1 hi", True)
             g = g.sort_values(["rank", "top1 %", "model"], ascending=[True, False, True])
+        elif fam == NATURAL and g["mCE %"].notna().all():   # ImageNet-C is ranked by mCE
+            g = _rank_frame(g, "max ΔACC pp", "max lo", "max hi", False, prefix="max ")
+            g = _rank_frame(g, "mCE %", "mCE lo", "mCE hi", False)
+            g = g.sort_values(["rank", "mCE %", "model"])
         else:
             g = _rank_frame(g, "max ΔACC pp", "max lo", "max hi", False, prefix="max ")
             g = _rank_frame(g, "mean ΔACC pp", "mean lo", "mean hi", False)
@@ -335,6 +365,11 @@ def display_frame(lb: Leaderboard, family: str) -> pd.DataFrame:
         out["max 95% CI"] = [_ci(a, b, True) for a, b in zip(g["max lo"], g["max hi"])]
         out["max rank"] = [f"{r}=" if t else str(r) for r, t in zip(g["max rank"], g["max tied"])]
         out["worst option"] = g["worst option"]
+        if "std top1 pp" in g:
+            out["std top1 pp"] = g["std top1 pp"].round(2)
+        if "mCE %" in g and g["mCE %"].notna().any():
+            out.insert(3, "mCE %", g["mCE %"].round(2))
+            out.insert(4, "mCE 95% CI", [_ci(a, b) for a, b in zip(g["mCE lo"], g["mCE hi"])])
     for c in ("model family", "params (M)", "training"):
         out[c] = g[c]
     return out

@@ -93,6 +93,39 @@ def imagenet_s_matrix(summaries: pd.DataFrame, model: str, dataset: str | None =
     return (100 * m).round(2).rename_axis(index="decoder \\ resize", columns=None).reset_index()
 
 
+def natural_errors(g: pd.DataFrame, value: str = "top1") -> pd.DataFrame:
+    """``corruption, severity, error`` rows from a model's natural-family summaries (error =
+    1 - ``value``, e.g. ``top1`` or one of its interval bounds)."""
+    cs = [json.loads(p)["corrupt"].rsplit("-", 1) for p in g.pipeline]
+    return pd.DataFrame({"corruption": [c for c, _ in cs], "severity": [int(v) for _, v in cs],
+                         "error": 1 - g[value].to_numpy(dtype=float)})
+
+
+def natural_table(summaries: pd.DataFrame) -> pd.DataFrame:
+    """ImageNet-C figures per (data set, model): clean error, mCE and relative mCE over the 15
+    benchmark corruptions (AlexNet-normalised, :mod:`robustbench_sys.natural_metrics`; shown when all
+    15 x 5 are present), mean corruption error, and accuracy per severity (all corruptions)."""
+    from robustbench_sys import natural_metrics as nm
+
+    s = summaries[summaries.family.astype(str).str.startswith("natural")] if not summaries.empty else summaries
+    rows = []
+    for (ds, model), g in s.groupby(["dataset", "model"], sort=True):
+        err = natural_errors(g)
+        clean_err = 1 - float(g.ref_top1.iloc[0])
+        have = set(zip(err.corruption, err.severity))
+        full = all((c, k) in have for c in nm.BENCHMARK_CORRUPTIONS for k in nm.SEVERITIES)
+        bench = err[err.corruption.isin(nm.BENCHMARK_CORRUPTIONS)]
+        row = {"dataset": ds, "model": model, "n": int(g.n_images.min()), "corruptions": err.corruption.nunique(),
+               "clean err %": round(100 * clean_err, 2),
+               "mCE %": round(100 * nm.mce(bench), 2) if full else float("nan"),
+               "rel. mCE %": round(100 * nm.relative_mce(bench, clean_err), 2) if full else float("nan"),
+               "mean corr. err %": round(100 * float(err.error.mean()), 2)}
+        for k, e in err.groupby("severity").error:
+            row[f"acc s{k} %"] = round(100 * (1 - float(e.mean())), 2)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def render(df: pd.DataFrame, fmt: str = "table") -> str:
     if df.empty:
         return "(no results)"

@@ -184,3 +184,45 @@ def test_render_formats(fmt):
         assert set(df.table) >= {"overall", "clean", "resize", "not ranked"}
     with pytest.raises(ValueError, match="--format"):
         L.render(L.build(s), "pdf")
+
+
+# ---------------------------------------------------------------------- natural: ranked by mCE
+def _natural_rows(model, scale, n=1000, clean_top1=0.7):
+    """All 15 x 5 ImageNet-C conditions with error = scale * AlexNet's mean error (every severity)."""
+    from robustbench_sys.natural_metrics import ALEXNET_ERRORS
+
+    rows = [dict(row(model, "clean", "clean", top1=clean_top1, n=n), ref_top1=clean_top1,
+                 pipeline=json.dumps({"corrupt": None}))]
+    for c, e in ALEXNET_ERRORS.items():
+        for sev in range(1, 6):
+            top1 = 1 - scale * e
+            r = row(model, f"natural/{c}-{sev}", "natural", top1=top1, n=n, delta=clean_top1 - top1)
+            rows.append(dict(r, ref_top1=clean_top1, pipeline=json.dumps({"corrupt": f"{c}-{sev}"})))
+    return rows
+
+
+def test_natural_family_is_ranked_by_mce_worked_example():
+    from robustbench_sys import report
+
+    # errors equal to AlexNet's give mCE 100% exactly; 0.5 x AlexNet's gives 50%
+    s = frame(_natural_rows("alex_like", 1.0) + _natural_rows("half_1", 0.5))
+    lb = L.build(s)
+    g = lb.families["natural"].set_index("model")
+    assert g.loc["alex_like", "mCE %"] == pytest.approx(100, abs=0.06)   # top-1 rounded to k/n
+    assert g.loc["half_1", "mCE %"] == pytest.approx(50, abs=0.06)
+    assert g.loc["half_1", "rank"] == 1 and g.loc["alex_like", "rank"] == 2
+    assert g.loc["half_1", "mCE lo"] < g.loc["half_1", "mCE %"] < g.loc["half_1", "mCE hi"]
+    t = report.natural_table(s.assign(dataset="demo")).set_index("model")
+    assert t.loc["half_1", "mCE %"] == pytest.approx(50, abs=0.06)
+    # relative mCE: (sum E - 5 E_clean) / (sum E_alex - 5 E_alex_clean), clean error 0.3
+    from robustbench_sys.natural_metrics import ALEXNET_CLEAN_ERROR, ALEXNET_ERRORS
+    rel = np.mean([(0.5 * e - 0.3) / (e - ALEXNET_CLEAN_ERROR) for e in ALEXNET_ERRORS.values()])
+    assert t.loc["half_1", "rel. mCE %"] == pytest.approx(100 * rel, abs=0.2)
+    text = L.render(lb, "table")
+    assert "mCE %" in text
+
+
+def test_natural_without_all_15_falls_back_to_mean_delta():
+    s = frame([r for r in _natural_rows("a_1", 0.5) if "snow" not in r["condition"]])
+    g = L.build(s).families["natural"]
+    assert np.isnan(g["mCE %"].iloc[0]) and not np.isnan(g["mean ΔACC pp"].iloc[0])
