@@ -34,3 +34,15 @@ def sample_rows(imagenet_sample) -> list[dict]:
 def sample_jpegs(imagenet_sample, sample_rows) -> list[Path]:
     """The first 16 shared JPEG paths (deterministic order)."""
     return [imagenet_sample / r["file"] for r in sample_rows[:16]]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for the module: small models on 2 shared cores run several
+    times faster without oversubscription (use with ``pytestmark = pytest.mark.usefixtures``)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

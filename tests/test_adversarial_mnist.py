@@ -16,12 +16,7 @@ N = 200
 PGD = dict(eps=0.3, steps=40, rel_stepsize=0.01 / 0.3, random_start=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

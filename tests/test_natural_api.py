@@ -15,12 +15,7 @@ from noises.natural.weather import frost_unavailable
 KEYS = [f"natural/{n}-{s}" for n in ALL_CORRUPTIONS for s in SEVERITIES]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

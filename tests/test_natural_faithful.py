@@ -43,13 +43,7 @@ LARGE_TOL = {"motion_blur": (1.0, 0.08), "fog": (6.0, 0.15), "frost": (15.0, 0.2
 CASES = [(n, s) for n in ALL_CORRUPTIONS for s in SEVERITIES]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # the machines this runs on are shared: one intra-op thread avoids OpenMP contention
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")
