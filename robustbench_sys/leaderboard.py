@@ -8,7 +8,9 @@ Every ranked figure carries its number of images ``n`` and a 95% interval:
 - every other family (system noise: decoder, color, resize, precision, backend, graph, ...;
   natural corruptions and adversarial attacks are ranked the same way when their families are
   in the store): **mean ΔACC** over the family's options (lower is better; the rank metric) and
-  **max ΔACC** (the worst option; ranked too, shown next to it).
+  **max ΔACC** (the worst option; ranked too, shown next to it).  Adversarial families also show
+  ``robust acc %`` (RobustBench robust accuracy of the strongest option) and ``WCAR %``
+  (RobustART's worst-case attack robustness, the lowest over the family's budgets).
 - ``imagenet-s`` (decoder x resize pairs) also shows RobustART's std of top-1 over the pairs
   (the model's own pair, its clean run, included).
 - ``natural`` (ImageNet-C, all 15 x 5 present) is ranked by **mCE** instead (AlexNet-normalised,
@@ -212,6 +214,9 @@ def _family_entries(fam: str, g: pd.DataFrame) -> pd.DataFrame:
                 "worst option": w.condition,
                 "mean flip %": 100 * float(m.flip_rate.mean()) if "flip_rate" in m else float("nan"),
             })
+            if "robust_acc" in m and m.robust_acc.notna().all():   # adversarial family: RobustBench / RobustART
+                row.update({"robust acc %": 100 * float(m.robust_acc.min()),
+                            "WCAR %": 100 * float(m.wcar.min()) if "wcar" in m else float("nan")})
             if fam == IMAGENET_S:   # RobustART: std of top-1 over the decoder x resize pairs
                 row["std top1 pp"] = 100 * float(np.std(np.append(m.top1.to_numpy(dtype=float), m.ref_top1.iloc[0])))
             if fam == NATURAL:
@@ -365,6 +370,9 @@ def display_frame(lb: Leaderboard, family: str) -> pd.DataFrame:
         out["max 95% CI"] = [_ci(a, b, True) for a, b in zip(g["max lo"], g["max hi"])]
         out["max rank"] = [f"{r}=" if t else str(r) for r, t in zip(g["max rank"], g["max tied"])]
         out["worst option"] = g["worst option"]
+        for c in ("robust acc %", "WCAR %"):   # adversarial families: lowest over the options / budgets
+            if c in g:
+                out[c] = g[c].round(2)
         if "std top1 pp" in g:
             out["std top1 pp"] = g["std top1 pp"].round(2)
         if "mCE %" in g and g["mCE %"].notna().any():

@@ -31,8 +31,8 @@ MODEL_STAGES = ("graph", "deploy")
 @dataclass(frozen=True)
 class Pipeline:
     decoder: str = "pil"
-    color: str = "rgb"          # "rgb" = the decoder's RGB output unchanged
-    resize: str = "pil-bilinear"
+    color: str = "rgb"          # "rgb" = the decoder's RGB output unchanged; "grey" = 1-channel luma
+    resize: str = "pil-bilinear"  # "none" = no resize (centre crop only), e.g. 28x28 MNIST digits
     input_size: int = 224
     crop_pct: float = 0.875
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -82,7 +82,7 @@ class Pipeline:
                     "graph": "graph", "deploy": None}
         for stage, family in families.items():
             name = getattr(self, stage)
-            if not name or (stage == "color" and name == "rgb"):
+            if not name or (stage == "color" and name in ("rgb", "grey")) or (stage == "resize" and name == "none"):
                 continue
             yield stage, noises.get(name, family)
 
@@ -125,25 +125,40 @@ class Pipeline:
     def decode(self, data: bytes) -> np.ndarray:
         return noises.get(self.decoder, "decoder")(data)
 
+    def to_crop(self, rgb: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Decoded HxWx3 uint8 -> colour -> resize -> crop [-> corrupt]: the HxWxC crop the model
+        sees, before scaling (uint8; float32 on the 0..255 scale after a torch resize)."""
+        if self.color == "grey":
+            rgb = grey(rgb)
+        elif self.color != "rgb":
+            rgb = noises.get(self.color, "color")(rgb)
+        h, w = rgb.shape[:2]
+        img = self.center_crop(rgb if self.resize == "none" else
+                               noises.get(self.resize, "resize")(rgb, self.target_size(w, h)))
+        if self.corrupt:
+            img = noises.get(self.corrupt, "natural")(np.ascontiguousarray(img), rng=rng)
+        return np.ascontiguousarray(img)
+
     def to_input(self, rgb: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """Decoded HxWx3 uint8 -> colour -> resize -> crop [-> corrupt] -> CHW float32 in [0, 1].
 
         ``rng`` seeds a random corruption (``preprocess`` derives it from the image bytes, so
         each image gets its own, reproducible draw)."""
-        if self.color != "rgb":
-            rgb = noises.get(self.color, "color")(rgb)
-        h, w = rgb.shape[:2]
-        img = self.center_crop(noises.get(self.resize, "resize")(rgb, self.target_size(w, h)))
-        if self.corrupt:
-            img = noises.get(self.corrupt, "natural")(np.ascontiguousarray(img), rng=rng)
-        x = np.ascontiguousarray(img).astype(np.float32) / np.float32(255.0)
+        x = self.to_crop(rgb, rng).astype(np.float32) / np.float32(255.0)
         return x.transpose(2, 0, 1).copy()
 
+    def image_rng(self, data: bytes) -> np.random.Generator | None:
+        """The per-image generator of a random corruption, derived from the image bytes."""
+        if not self.corrupt:
+            return None
+        return np.random.default_rng(int.from_bytes(hashlib.sha1(data).digest()[:8], "little"))
+
     def preprocess(self, data: bytes) -> np.ndarray:
-        rng = None
-        if self.corrupt:
-            rng = np.random.default_rng(int.from_bytes(hashlib.sha1(data).digest()[:8], "little"))
-        return self.to_input(self.decode(data), rng)
+        return self.to_input(self.decode(data), self.image_rng(data))
+
+    def preprocess_crop(self, data: bytes) -> np.ndarray:
+        """Encoded image -> the HxWxC crop of :meth:`to_crop` (what ``generate`` stores)."""
+        return self.to_crop(self.decode(data), self.image_rng(data))
 
     def normalise(self, batch):
         """(N,3,H,W) float32 in [0,1] -> normalised, exactly as torchvision's Normalize."""
@@ -152,3 +167,11 @@ class Pipeline:
         mean = torch.as_tensor(self.mean, dtype=batch.dtype).view(-1, 1, 1)
         std = torch.as_tensor(self.std, dtype=batch.dtype).view(-1, 1, 1)
         return batch.sub(mean).div(std)
+
+
+def grey(rgb: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 RGB -> HxWx1 uint8 luma, bit-exact with Pillow's ``convert("L")`` (ITU-R 601-2
+    weights in 16-bit fixed point, rounded); a grey image (R = G = B) keeps its values."""
+    x = rgb.astype(np.uint32)
+    y = (x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 0x8000) >> 16
+    return y.astype(np.uint8)[..., None]

@@ -48,6 +48,24 @@ def family_table(summaries: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def adversarial_table(summaries: pd.DataFrame) -> pd.DataFrame:
+    """One row per (data set, model, attack condition): clean and robust accuracy (RobustBench,
+    Wilson 95% interval), AR and WCAR (RobustART), the budget and the largest perturbation."""
+    if summaries.empty or "robust_acc" not in summaries:
+        return pd.DataFrame()
+    s = order(summaries[summaries.robust_acc.notna()])
+    if s.empty:
+        return pd.DataFrame()
+    return pd.DataFrame({
+        "dataset": s.dataset, "model": s.model, "condition": s.condition, "n": s.n_images,
+        "clean %": (100 * s.clean_acc).round(2), "robust acc %": (100 * s.robust_acc).round(2),
+        "robust 95% CI": [f"[{100 * a:.1f}, {100 * b:.1f}]" for a, b in zip(s.robust_acc_ci_low, s.robust_acc_ci_high)],
+        "AR %": (100 * s.attack_robustness).round(2), "WCAR %": (100 * s.wcar).round(2),
+        "norm": s.norm, "eps": s.eps.round(6), "max pert": s.max_perturbation.round(6),
+        "flags": [v or "-" for v in s.validity_raised],
+    }).reset_index(drop=True)
+
+
 def _stage(pipeline_json: str, field: str) -> str:
     return json.loads(pipeline_json)[field]
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 import noises
 import zoo
-from robustbench_sys import metrics
+from robustbench_sys import adversarial_runner, metrics
 from robustbench_sys.data import Dataset, Sample, load_dataset
 from robustbench_sys.errors import UserError
 from robustbench_sys.pipeline import Pipeline
@@ -43,8 +43,9 @@ class Unit:
     dataset: Dataset
 
 
-def unit_id(card_name: str, weights_sha: str, dataset: Dataset, pipeline: Pipeline) -> str:
-    key = json.dumps([card_name, weights_sha, dataset.fingerprint, pipeline.spec()], sort_keys=True)
+def unit_id(card_name: str, weights_sha: str, dataset: Dataset, pipeline: Pipeline, attack: dict | None = None) -> str:
+    key = json.dumps([card_name, weights_sha, dataset.fingerprint, pipeline.spec()] + ([attack] if attack else []),
+                     sort_keys=True)
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
@@ -103,21 +104,28 @@ class Runner:
     # -------------------------------------------------------------- planning
     def plan(self, card: zoo.ModelCard, weights_sha: str, conditions: list[Condition],
              dataset: Dataset) -> list[Unit]:
-        ref = Pipeline.from_card(card)
+        ref = reference_pipeline(card, dataset)
         units = []
         for cond in conditions:
+            if dataset.preprocessed_size is not None and {"decoder", "resize"} & set(cond.overrides):
+                self._skip(card.name, cond, "not applicable: --data is a generated variant, already decoded, "
+                                            "resized and cropped")
+                continue
             try:
                 pipe = ref.replace(**cond.overrides)
                 reason = pipe.check_available()
+                if cond.attack and not reason:
+                    reason = adversarial_runner.unavailable(cond.attack)
             except (ValueError, KeyError) as e:
                 raise UserError(f"suite {cond.suite}, condition {cond.name}: {e}") from None
-            if not cond.is_clean and pipe == ref:
+            if not cond.is_clean and pipe == ref and not cond.attack:
                 self._skip(card.name, cond, "same as the model's reference pipeline (ΔACC 0 by definition)")
                 continue
             if reason:
                 self._skip(card.name, cond, f"unavailable here: {reason}")
                 continue
-            units.append(Unit(unit_id(card.name, weights_sha, dataset, pipe), card, weights_sha, cond, pipe, dataset))
+            units.append(Unit(unit_id(card.name, weights_sha, dataset, pipe, cond.attack or None), card, weights_sha,
+                              cond, pipe, dataset))
         return units
 
     def _skip(self, model: str, cond: Condition, reason: str) -> None:
@@ -131,6 +139,8 @@ class Runner:
         return any(s.file not in done for s in unit.dataset.samples)
 
     def run_unit(self, unit: Unit, model) -> None:
+        if unit.condition.attack:   # attack, then score the adversarial images
+            return adversarial_runner.run_unit(self, unit, model)
         store = self.store
         done = store.done_files(unit.id)
         todo = [s for s in unit.dataset.samples if s.file not in done]
@@ -210,7 +220,7 @@ class Runner:
         k1, k5 = int(ok.correct.sum()), int(ok.correct5.sum())
         lo, hi = metrics.wilson_interval(k1, n)
         env = environment()
-        return {
+        row = {
             "unit_id": unit.id, "run_id": self.run_id, "model": unit.card.name, "arch": unit.card.arch,
             "condition": unit.condition.name, "family": unit.condition.family,
             "suite": unit.condition.suite, "suite_version": unit.condition.suite_version,
@@ -232,6 +242,9 @@ class Runner:
             "run_ids": json.dumps(sorted(set(rows.run_id))),
             "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
         }
+        if unit.condition.attack:
+            row.update(adversarial_runner.summary_fields(self.store, unit, rows, base))
+        return row
 
 
 def evaluate(models, suites=("clean",), data="foolbox-demo", out=None, *, limit: int | None = None,
@@ -258,7 +271,8 @@ def evaluate(models, suites=("clean",), data="foolbox-demo", out=None, *, limit:
 
     models = [models] if isinstance(models, (str, zoo.ModelCard)) else list(models)
     suites = [suites] if isinstance(suites, str) else list(suites)
-    dataset = (data if isinstance(data, Dataset) else load_dataset(data)).limit(limit)
+    full = data if isinstance(data, Dataset) else load_dataset(data)
+    dataset = full.limit(limit)
     if len(dataset) == 0:
         raise UserError(f"--data {data}: no images found")
     conditions = resolve(suites)
@@ -270,6 +284,9 @@ def evaluate(models, suites=("clean",), data="foolbox-demo", out=None, *, limit:
             cards.append(m if isinstance(m, zoo.ModelCard) else zoo.get_card(m))
         except zoo.UnknownModel as e:
             raise UserError(f"--model: {e}") from None
+    for card in cards:
+        _check_benchmark(card, full)
+        _check_preprocessed(card, full, data)
     calib = _Calibration(calibration, dataset, batch_size)
     summaries = []
     for card in cards:
@@ -297,6 +314,7 @@ def evaluate(models, suites=("clean",), data="foolbox-demo", out=None, *, limit:
                 # (a native backend, an interrupt) never costs a finished unit its summary.
                 runner.store.write_summary(unit.id, runner.summarise(unit, ref))
             finished.append(unit)
+        adversarial_runner.write_worst_case(runner.store, finished)   # WCAR over each suite's attacks
         keys = {(u.id, u.condition.name) for u in finished}
         s = runner.store.summaries()
         summaries.append(s[[k in keys for k in zip(s.unit_id, s.condition)]] if len(s) else s)
@@ -304,6 +322,32 @@ def evaluate(models, suites=("clean",), data="foolbox-demo", out=None, *, limit:
     out_df.attrs["skipped"] = runner.skipped
     out_df.attrs["out"] = str(runner.store.root)
     return out_df
+
+
+def _check_benchmark(card: zoo.ModelCard, dataset: Dataset) -> None:
+    """Refuse a model of another benchmark (an MNIST LeNet on ImageNet images, or the reverse)."""
+    bench = "mnist" if dataset.name.split("[")[0] == "mnist-test" else None
+    top = max((s.label for s in dataset.samples), default=-1)
+    if (bench and card.benchmark != bench) or top >= card.num_classes:
+        raise UserError(f"--model {card.name}: a {card.benchmark} model ({card.num_classes} classes) cannot be "
+                        f"evaluated on --data {dataset.name} (labels up to {top}"
+                        f"{', benchmark ' + bench if bench else ''}); pick a model of that benchmark "
+                        "(robustbench-sys zoo list)")
+
+
+def reference_pipeline(card: zoo.ModelCard, dataset: Dataset) -> Pipeline:
+    """The model's own pipeline; for a generated variant (``dataset.preprocessed_size``) the
+    images already are its input crop: decode with PIL, no resize, the card's mean / std."""
+    ref = Pipeline.from_card(card)
+    return ref if dataset.preprocessed_size is None else ref.replace(decoder="pil", resize="none")
+
+
+def _check_preprocessed(card: zoo.ModelCard, dataset: Dataset, data) -> None:
+    size = dataset.preprocessed_size
+    if size is not None and size != card.preprocess.input_size:
+        raise UserError(f"--model {card.name}: --data {data} holds {size}px crops (a generated variant) but "
+                        f"the model takes {card.preprocess.input_size}px input; generate a variant for it with "
+                        f"'robustbench-sys generate ... --model {card.name}'")
 
 
 class _Calibration:

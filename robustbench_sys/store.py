@@ -36,6 +36,12 @@ PER_IMAGE_SCHEMA = pa.schema([
     ("top5", pa.list_(pa.int32())), ("top5_prob", pa.list_(pa.float32())),
     ("correct", pa.bool_()), ("correct5", pa.bool_()), ("status", pa.string()),
 ])
+#: per-image rows of adversarial units: the columns above (``pred`` etc. on the adversarial
+#: image) plus nullable ones: the clean prediction of the same run, the perturbation's norm
+#: in the attack's threat model, and the seed of the image's batch.  Older parts and other
+#: units simply lack them (read back as missing values).
+ADV_PER_IMAGE_SCHEMA = PER_IMAGE_SCHEMA.append(pa.field("clean_pred", pa.int32())) \
+    .append(pa.field("perturbation", pa.float64())).append(pa.field("attack_seed", pa.int64()))
 
 
 class StoreError(Exception):
@@ -69,10 +75,10 @@ class ResultsStore:
             raise StoreError(f"{p}: cannot read unit spec ({e})") from None
 
     # ------------------------------------------------------------------ per-image rows
-    def append_batch(self, unit_id: str, rows: pd.DataFrame) -> Path:
+    def append_batch(self, unit_id: str, rows: pd.DataFrame, schema: pa.Schema = PER_IMAGE_SCHEMA) -> Path:
         d = self.unit_dir(unit_id)
         d.mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pandas(rows, schema=PER_IMAGE_SCHEMA, preserve_index=False)
+        table = pa.Table.from_pandas(rows, schema=schema, preserve_index=False)
         target = d / f"part-{uuid.uuid4().hex[:12]}.parquet"
         fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".parquet")
         os.close(fd)

