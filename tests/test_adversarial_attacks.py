@@ -141,3 +141,19 @@ def test_suites_are_valid_data():
     assert all(p["steps"] == 20 and p["rel_stepsize"] == pytest.approx(3 / 40) for p in pgd)
     with pytest.raises(KeyError, match="valid choices"):
         get_suite("nope")
+
+
+def test_deepfool_crosses_the_boundary_beyond_float_noise(mnist8):
+    """The reference step (+1e-4) leaves a margin: the adversarial class wins by far more than
+    the ~1e-6 logit differences between batch sizes / CPU kernels (torchattacks' own step ends
+    on the boundary, where batch-1 and batch-8 forwards can disagree)."""
+    model, x, y = mnist8
+    adv = noises.get("adversarial/deepfool")(model, x, y, seed=0, steps=10).adv
+    with torch.no_grad():
+        batched = model(adv)
+        single = torch.cat([model(adv[i:i + 1]) for i in range(len(adv))])
+    assert torch.equal(batched.argmax(1), single.argmax(1))
+    fooled = batched.argmax(1) != y
+    assert fooled.float().mean() >= 0.75
+    top2 = batched[fooled].topk(2, dim=1).values
+    assert float((top2[:, 0] - top2[:, 1]).min()) > 1e-5

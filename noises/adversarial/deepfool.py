@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from noises.adversarial.base import Attack, register_attack
 
 
@@ -19,6 +21,13 @@ class DeepFool(Attack):
     Shape:
         - images: :math:`(N, C, H, W)` in [0, 1]; labels: :math:`(N)`.
         - output: :class:`AttackResult`, ``adv`` in [0, 1].
+
+    Step: the reference implementation's (LTS4/deepfool, the paper's authors):
+    ``r_i = (|f'_l| / ||w'_l|| + 1e-4) * w'_l / ||w'_l||``, accumulated with the overshoot.
+    torchattacks 3.5.1 steps exactly ``|f'_l| / ||w'_l||`` (no ``1e-4``), and with its
+    per-step clamp to [0, 1] its outputs end *on* the decision boundary (top-2 logits equal
+    to ~1e-6 on MNIST LeNet-5): whether they fool the model then depends on float rounding
+    (batch size, CPU kernel).  The subclass below changes only that step.
 
     Cost: one Jacobian (K backward passes, K classes) per image and step: use small
     batches or few classes.
@@ -41,4 +50,37 @@ class DeepFool(Attack):
     def build(self, model, eps, params, n_classes):
         import torchattacks
 
-        return torchattacks.DeepFool(model, steps=int(params["steps"]), overshoot=float(params["overshoot"]))
+        return _reference_step_class()(model, steps=int(params["steps"]), overshoot=float(params["overshoot"]))
+
+
+#: the reference implementation's minimum step beyond the linearised boundary (L2)
+MIN_STEP = 1e-4
+_CLS = None
+
+
+def _reference_step_class():
+    """``torchattacks.DeepFool`` with the reference implementation's step (see the class doc)."""
+    global _CLS
+    if _CLS is not None:
+        return _CLS
+    import torchattacks
+
+    class DeepFoolReferenceStep(torchattacks.DeepFool):
+        def _forward_indiv(self, image, label):
+            image.requires_grad = True
+            logits = self.get_logits(image)[0]
+            if int(logits.argmax()) != int(label):
+                return True, logits.argmax(), image
+            jac = self._construct_jacobian(logits, image)   # (K, 1, C, H, W)
+            image = image.detach()
+            others = [k for k in range(logits.numel()) if k != int(label)]
+            f = (logits[others] - logits[label]).detach()
+            w = (jac[others] - jac[label]).flatten(1)
+            dist = f.abs() / w.norm(dim=1)
+            j = int(dist.argmin())
+            step = (dist[j] + MIN_STEP) * w[j] / w[j].norm()
+            adv = (image + (1 + self.overshoot) * step.view_as(image)).clamp(0, 1).detach()
+            return False, torch.tensor(others[j], device=image.device), adv
+
+    _CLS = DeepFoolReferenceStep
+    return _CLS
