@@ -100,3 +100,64 @@ def test_unbuildable_spec_gives_one_line_error(tmp_path, monkeypatch):
         isolated.build("nope")
     with pytest.raises(ValueError, match="plain name"):
         isolated.define_env("a/b", ["Pillow"])
+
+
+def test_user_spec_file_defines_builds_and_registers(tmp_path, imagenet_sample, sample_jpegs):
+    """Version drift without code: `venvs define` writes <cache>/envs/NAME.toml and builds the
+    venv; a fresh process registers decoder/NAME from the file, a suite can name it, and it
+    decodes real JPEGs with its own Pillow."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ROBUSTBENCH_SYS_CACHE": str(tmp_path / "cache")}
+    # the oracle venv's Pillow / numpy (scripts/setup.d/50-*), so pip finds them in its cache
+    p = subprocess.run([sys.executable, "-m", "noises.system.venvs", "define", "pillow10user",
+                        "Pillow==10.4.0", "numpy==1.26.4", "--no-resize"], env=env, capture_output=True, text=True,
+                       timeout=600)
+    if p.returncode != 0 and "cannot build" in p.stderr:
+        pytest.skip(f"pip could not build the venv here: {p.stderr.strip()}")
+    assert p.returncode == 0, p.stderr
+    spec_file = tmp_path / "cache" / "envs" / "pillow10user.toml"
+    assert spec_file.is_file() and "Pillow==10.4.0" in spec_file.read_text()
+    suite = tmp_path / "drift.toml"
+    suite.write_text('name = "drift"\nfamily = "decoder"\nversion = 1\n\n[[conditions]]\nname = "pillow10user"\n'
+                     'decoder = "pillow10user"\n')
+    code = f"""
+import json, sys, numpy as np, noises
+from robustbench_sys.suites import get_suite
+from robustbench_sys.pipeline import Pipeline
+keys = noises.list_noises("*pillow10user*")
+c = get_suite({str(suite)!r}).conditions[0]
+pipe = Pipeline().replace(**c.overrides)
+assert pipe.check_available() is None, pipe.check_available()
+pairs = [(noises.get("decoder/pillow10user")(open(f, "rb").read()), noises.get("decoder/pil")(open(f, "rb").read()))
+         for f in sys.argv[1:]]
+diff = [float(np.abs(a.astype(int) - b.astype(int)).max()) if a.shape == b.shape else -1.0 for a, b in pairs]
+print(json.dumps({{"keys": keys, "versions": noises.get("decoder/pillow10user").versions(), "diff": diff}}))
+"""
+    q = subprocess.run([sys.executable, "-c", code, *map(str, sample_jpegs[:3])], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert q.returncode == 0, q.stderr
+    out = json.loads(q.stdout.strip().splitlines()[-1])
+    assert out["keys"] == ["decoder/pillow10user"]             # --no-resize: no resize/pillow10user-*
+    assert out["versions"]["Pillow"] == "10.4.0" and out["versions"]["isolated_env"] == "pillow10user"
+    # decoded in the other venv: same image geometry, pixel values within a libjpeg-turbo IDCT rounding
+    assert len(out["diff"]) == 3 and all(0 <= d <= 4 for d in out["diff"]), out["diff"]
+
+
+def test_malformed_spec_file_warns_with_its_path(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    d = tmp_path / "envs"
+    d.mkdir()
+    (d / "broken.toml").write_text('requirements = "Pillow==8.4.0"\n')
+    env = {**os.environ, "ROBUSTBENCH_SYS_ENVS": str(d), "ROBUSTBENCH_SYS_CACHE": str(tmp_path / "cache")}
+    p = subprocess.run([sys.executable, "-c", "import noises; print(noises.list_noises('decoder/broken'))"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
+    assert str(d / "broken.toml") in p.stderr and "requirements" in p.stderr

@@ -20,11 +20,19 @@ identical to the main venv's Pillow 13).  Your own spec::
     isolated.define_env("pillow8", ["Pillow==8.4.0", "numpy<2"])
     isolated.build("pillow8")                       # IsolatedEnvError if pip cannot build it
     isolated.register_env_noises("pillow8")         # decoder/pillow8, resize/pillow8-*
+
+or, without code, a spec file ``NAME.toml`` (``requirements = ["Pillow==8.4.0", "numpy<2"]``;
+optional ``pip_args``, ``build_env`` table, ``description``, ``resize = false``) in
+``<cache>/envs/`` or a directory of ``$ROBUSTBENCH_SYS_ENVS`` (``:``-separated), read at
+import, so ``decoder/NAME`` can be named in any suite.  The command line writes and builds one::
+
+    python -m noises.system.venvs define pillow8 "Pillow==8.4.0" "numpy<2"
 """
 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import hashlib
 import io
 import json
@@ -41,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from noises.registry import register
+from noises.registry import list_noises, register
 
 WORKER = Path(__file__).resolve().with_name("_isolated_worker.py")
 _STAMP = ".robustbench-sys-built.json"
@@ -352,5 +360,74 @@ def register_env_noises(name: str, *, resize: bool = True) -> list[str]:
     return keys
 
 
+# --------------------------------------------------------------------------- spec files
+def spec_dirs() -> list[Path]:
+    """Where spec files are read: ``<cache>/envs`` and each directory of ``$ROBUSTBENCH_SYS_ENVS``."""
+    extra = [Path(p).expanduser() for p in os.environ.get("ROBUSTBENCH_SYS_ENVS", "").split(":") if p]
+    return [cache_dir() / "envs", *extra]
+
+
+def load_spec_file(path: Path) -> EnvSpec:
+    """Parse one ``NAME.toml`` spec file; ValueError (one line, names the file) when malformed."""
+    import tomllib
+
+    try:
+        d = tomllib.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"isolated environment spec {path}: unreadable ({str(e).splitlines()[0]})") from None
+    req, pip_args, env = d.get("requirements"), d.get("pip_args", []), d.get("build_env", {})
+    if not req or not isinstance(req, list) or not all(isinstance(r, str) for r in req) \
+            or not isinstance(pip_args, list) or not isinstance(env, dict):
+        raise ValueError(f"isolated environment spec {path}: needs requirements = [\"Pillow==X.Y.Z\", ...] "
+                         "(a list of pip requirement strings); pip_args a list, build_env a table")
+    unknown = sorted(set(d) - {"requirements", "pip_args", "build_env", "description", "resize"})
+    if unknown:
+        raise ValueError(f"isolated environment spec {path}: unknown key(s) {', '.join(unknown)}; valid: "
+                         "requirements, pip_args, build_env, description, resize")
+    spec_ = define_env(Path(path).stem, req, pip_args=pip_args, build_env={k: str(v) for k, v in env.items()},
+                       description=str(d.get("description", "")))
+    if d.get("resize") is False:
+        spec_ = ENV_SPECS[spec_.name] = dataclasses.replace(spec_, resize=False)
+    return spec_
+
+
+def write_spec_file(name: str, requirements, *, pip_args=(), resize: bool = True, description: str = "") -> Path:
+    """Write ``<cache>/envs/NAME.toml`` (what ``venvs define`` does) and load it."""
+    define_env(name, requirements)   # validates the name
+    q = lambda v: json.dumps(str(v))  # noqa: E731  (a JSON string is a valid TOML basic string)
+    lines = [f"requirements = [{', '.join(q(r) for r in requirements)}]"]
+    if pip_args:
+        lines.append(f"pip_args = [{', '.join(q(a) for a in pip_args)}]")
+    if description:
+        lines.append(f"description = {q(description)}")
+    if not resize:
+        lines.append("resize = false")
+    path = cache_dir() / "envs" / f"{name}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    spec_ = load_spec_file(path)
+    if f"decoder/{name}" not in list_noises(f"decoder/{name}"):
+        register_env_noises(name, resize=spec_.resize)
+    return path
+
+
+def _load_spec_files() -> None:
+    import warnings
+
+    for d in spec_dirs():
+        for path in sorted(d.glob("*.toml")) if d.is_dir() else ():
+            if path.stem in _BUILTIN:
+                warnings.warn(f"{path}: {path.stem!r} is a built-in isolated environment; file ignored", stacklevel=2)
+                continue
+            try:
+                s = load_spec_file(path)
+            except ValueError as e:
+                warnings.warn(str(e), stacklevel=2)
+                continue
+            register_env_noises(s.name, resize=s.resize)
+
+
+_BUILTIN = frozenset(ENV_SPECS)
 for _name, _spec in list(ENV_SPECS.items()):
     register_env_noises(_name, resize=_spec.resize)
+_load_spec_files()
