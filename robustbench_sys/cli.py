@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--workers", type=int, default=None, help="preprocessing processes (default: cores - 1)")
     ev.add_argument("--no-progress", action="store_true")
+    ev.add_argument("--scheduler", default=None,
+                    help="run the units on Dask: local:N (N worker processes on 127.0.0.1) or a scheduler "
+                         "address tcp://host:8786 whose workers share --out and --data paths")
     ev.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
 
     demo = sub.add_parser("demo", help="offline models x foolbox demo set x clean+resize; prints the table")
@@ -204,7 +207,7 @@ def _cmd_eval(a) -> int:
     from robustbench_sys.runner import evaluate
 
     df = evaluate(a.model, a.suite, a.data, a.out, limit=a.limit, batch_size=a.batch_size,
-                  workers=a.workers, progress=not a.no_progress)
+                  workers=a.workers, progress=not a.no_progress, scheduler=a.scheduler)
     _print_results(df, a.format)
     print(f"\nresults: {df.attrs.get('out')}", file=sys.stderr)
     return 0

@@ -249,7 +249,7 @@ class Runner:
 
 def evaluate(models, suites=("clean",), data="foolbox-demo", out=None, *, limit: int | None = None,
              batch_size: int = 32, workers: int | None = None, progress: bool = True,
-             calibration="foolbox-demo", log=None) -> pd.DataFrame:
+             calibration="foolbox-demo", log=None, scheduler=None) -> pd.DataFrame:
     """Evaluate models against noise suites; results are appended to the parquet store at ``out``.
 
     Args:
@@ -261,6 +261,10 @@ def evaluate(models, suites=("clean",), data="foolbox-demo", out=None, *, limit:
         out: results root (default ``$ROBUSTBENCH_SYS_RESULTS`` or ``~/.local/share/robustbench-sys/results``).
         limit: evaluate only the first ``limit`` images (sorted by file name).
         calibration: images for post-training quantisation (precision suite), disjoint from ``data``.
+        scheduler: None runs every unit in this process; ``"local:N"`` starts a Dask
+            LocalCluster of N worker processes on 127.0.0.1; ``"tcp://host:8786"`` (or a
+            ``distributed.Client``) uses a running Dask cluster, whose workers must see ``out``
+            and the data at the same paths (:mod:`robustbench_sys.executors`).
 
     Returns:
         One summary row per (model, condition) evaluated or found finished, as a DataFrame.
@@ -288,7 +292,7 @@ def evaluate(models, suites=("clean",), data="foolbox-demo", out=None, *, limit:
         _check_benchmark(card, full)
         _check_preprocessed(card, full, data)
     calib = _Calibration(calibration, dataset, batch_size)
-    summaries = []
+    plans = []
     for card in cards:
         try:
             _, sha = zoo.fetch_weights(card)
@@ -296,32 +300,57 @@ def evaluate(models, suites=("clean",), data="foolbox-demo", out=None, *, limit:
             raise UserError(f"--model {card.name}: weights not available here: {e}") from None
         units = runner.plan(card, sha, conditions, dataset)
         ref = next(u for u in units if u.condition.is_clean)
-        units = [ref] + [u for u in units if u is not ref]   # the reference is summarised first
-        model, finished = None, []
-        for unit in units:
-            if not runner.store.has_summary(unit.id, unit.condition.name):
-                if runner.pending(unit):
-                    if model is None:
-                        model = zoo.load_model(card)
-                    try:
-                        deployed = _deploy(model, unit, calib)
-                    except noises.NotApplicable as e:
-                        runner._skip(card.name, unit.condition, f"not applicable: {e}")
-                        continue
-                    runner.deploy_info[unit.id] = getattr(deployed, "info", {})
-                    runner.run_unit(unit, deployed)
-                # Summarised as soon as the unit is complete, so a crash later in the run
-                # (a native backend, an interrupt) never costs a finished unit its summary.
-                runner.store.write_summary(unit.id, runner.summarise(unit, ref))
-            finished.append(unit)
-        adversarial_runner.write_worst_case(runner.store, finished)   # WCAR over each suite's attacks
-        keys = {(u.id, u.condition.name) for u in finished}
+        plans.append([ref] + [u for u in units if u is not ref])   # the reference is summarised first
+    if scheduler is None:
+        finished = [_run_local(runner, units, calib) for units in plans]
+    else:
+        from robustbench_sys import executors
+
+        finished = executors.run_dask(runner, plans, scheduler, calibration=calibration, batch_size=batch_size)
+    summaries = []
+    for units in finished:
+        adversarial_runner.write_worst_case(runner.store, units)   # WCAR over each suite's attacks
+        keys = {(u.id, u.condition.name) for u in units}
         s = runner.store.summaries()
         summaries.append(s[[k in keys for k in zip(s.unit_id, s.condition)]] if len(s) else s)
     out_df = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
     out_df.attrs["skipped"] = runner.skipped
     out_df.attrs["out"] = str(runner.store.root)
     return out_df
+
+
+def run_pending(runner: Runner, unit: Unit, calib: "_Calibration", models: dict) -> str | None:
+    """Deploy the model-side stages of one pending unit and run its loop.  ``models`` caches the
+    loaded model (one card at a time).  Returns a skip reason (a graph change that does not apply
+    to this model) or None."""
+    model = models.get(unit.card.name)
+    if model is None:
+        models.clear()
+        model = models[unit.card.name] = zoo.load_model(unit.card)
+    try:
+        deployed = _deploy(model, unit, calib)
+    except noises.NotApplicable as e:
+        return f"not applicable: {e}"
+    runner.deploy_info[unit.id] = getattr(deployed, "info", {})
+    runner.run_unit(unit, deployed)
+    return None
+
+
+def _run_local(runner: Runner, units: list[Unit], calib: "_Calibration") -> list[Unit]:
+    """One model's units in this process, reference first; returns the units with a summary."""
+    ref, models, finished = units[0], {}, []
+    for unit in units:
+        if not runner.store.has_summary(unit.id, unit.condition.name):
+            if runner.pending(unit):
+                reason = run_pending(runner, unit, calib, models)
+                if reason:
+                    runner._skip(unit.card.name, unit.condition, reason)
+                    continue
+            # Summarised as soon as the unit is complete, so a crash later in the run
+            # (a native backend, an interrupt) never costs a finished unit its summary.
+            runner.store.write_summary(unit.id, runner.summarise(unit, ref))
+        finished.append(unit)
+    return finished
 
 
 def _check_benchmark(card: zoo.ModelCard, dataset: Dataset) -> None:
