@@ -53,6 +53,7 @@ import noises
 from robustbench_sys.data import GENERATED_JSON, Dataset
 from robustbench_sys.errors import UserError
 from robustbench_sys.pipeline import Pipeline
+from zoo.weights import sha256_file
 
 GENERATOR_VERSION = 1
 DATASET_JSON = GENERATED_JSON   # "dataset.json"
@@ -277,14 +278,6 @@ def _work(task):
 
 
 # ---------------------------------------------------------------------- manifest
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _csv_line(values) -> bytes:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(values)
@@ -440,7 +433,7 @@ def generate(dataset: Dataset, variants: list[Variant], out, *, kind: str, fmt: 
         for si, s in enumerate(dataset.samples):
             rel = Path(s.file).with_suffix(fmt.suffix).as_posix()
             r = old.get(rel)
-            if r and r["source_file"] == s.file and (vdir / rel).is_file() and _sha256(vdir / rel) == r["sha256"]:
+            if r and r["source_file"] == s.file and (vdir / rel).is_file() and sha256_file(vdir / rel) == r["sha256"]:
                 ok[rel] = r
             else:
                 pending.setdefault(si, []).append(vi)

