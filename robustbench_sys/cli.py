@@ -76,12 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     rs = r.add_subparsers(dest="results_cmd", required=True)
     show = rs.add_parser("show")
     _out_arg(show)
-    show.add_argument("--by", choices=["condition", "family", "imagenet-s", "natural", "adversarial"],
+    show.add_argument("--by", choices=["condition", "family", "matrix", "imagenet-s", "natural", "adversarial"],
                       default="condition",
-                      help="imagenet-s: RobustART's mean/std/max over decoder x resize pairs, then each "
+                      help="matrix: condition x model cells 'ΔACC pp [95%% CI] / flip %%' (one data set); "
+                           "imagenet-s: RobustART's mean/std/max over decoder x resize pairs, then each "
                            "model's accuracy matrix; natural: ImageNet-C mCE / relative mCE; adversarial: "
                            "robust accuracy, AR and WCAR per attack")
     show.add_argument("--model", type=_csv, default=None)
+    show.add_argument("--family", type=_csv, default=None, help="keep these families (and clean), comma-separated")
+    show.add_argument("--dataset", default=None, help="keep this data set")
     show.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
 
     d = sub.add_parser("data", help="demo data sets")
@@ -194,7 +197,7 @@ def _print_results(df, fmt: str, by: str = "condition") -> None:
             print(f"\n{model} on {ds}: top-1 % per decoder x resize pair")
             print(report.render(report.imagenet_s_matrix(df, model, ds), fmt))
         return
-    tables = {"family": report.family_table, "natural": report.natural_table,
+    tables = {"family": report.family_table, "natural": report.natural_table, "matrix": report.matrix_table,
               "adversarial": report.adversarial_table}
     print(report.render(tables.get(by, report.condition_table)(df), fmt))
     adv = report.adversarial_table(df) if by == "condition" else None
@@ -306,7 +309,16 @@ def _cmd_results(a) -> int:
         print(f"warning: {p}", file=sys.stderr)
     if a.model and not df.empty:
         df = df[df.model.isin(a.model)]
-    _print_results(df, a.format, a.by)
+    if a.family and not df.empty:
+        df = df[df.family.isin(a.family) | (df.condition == "clean")]
+    if a.dataset and not df.empty:
+        if a.dataset not in set(df.dataset):
+            raise UserError(f"--dataset {a.dataset}: not in the store; valid: {', '.join(sorted(set(df.dataset)))}")
+        df = df[df.dataset == a.dataset]
+    try:
+        _print_results(df, a.format, a.by)
+    except ValueError as e:
+        raise UserError(f"results show --by {a.by}: {e}") from None
     return 0
 
 

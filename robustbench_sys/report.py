@@ -32,6 +32,30 @@ def condition_table(summaries: pd.DataFrame) -> pd.DataFrame:
     }).reset_index(drop=True)
 
 
+def matrix_table(summaries: pd.DataFrame) -> pd.DataFrame:
+    """Condition (rows) x model (columns) for one data set: the clean row holds top-1 %, every
+    other cell ``ΔACC pp [95% CI] / flip %``; the image count is in the column header."""
+    if summaries.empty:
+        return pd.DataFrame()
+    if summaries.dataset.nunique() > 1:
+        raise ValueError(f"results on several data sets ({', '.join(sorted(summaries.dataset.unique()))}); "
+                         "keep one with --dataset")
+    s = order(summaries)
+    models = list(dict.fromkeys(s.model))
+    n = {m: int(s[s.model == m].n_images.max()) for m in models}
+    cell = {}
+    for r in s.itertuples(index=False):
+        if r.condition == "clean":
+            txt = f"top-1 {100 * r.top1:.1f} [{100 * r.top1_ci_low:.1f}, {100 * r.top1_ci_high:.1f}]"
+        else:
+            txt = (f"{100 * r.delta_acc:+.1f} [{100 * r.delta_ci_low:+.1f}, {100 * r.delta_ci_high:+.1f}] / "
+                   f"{100 * r.flip_rate:.1f}")
+        cell[(r.condition, r.model)] = txt
+    conds = list(dict.fromkeys(s.condition))
+    rows = [{"condition": c, **{f"{m} (n={n[m]})": cell.get((c, m), "-") for m in models}} for c in conds]
+    return pd.DataFrame(rows)
+
+
 def family_table(summaries: pd.DataFrame) -> pd.DataFrame:
     """Mean and max ΔACC (pp) and mean flip rate per (data set, model, family), clean excluded."""
     if summaries.empty:

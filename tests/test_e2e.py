@@ -65,6 +65,15 @@ def test_cli_eval_then_results_show(tmp_path, capsys):
 
     assert main(["results", "show", "--out", str(out), "--by", "family", "--format", "markdown"]) == 0
     assert f"| foolbox-demo[:8] | mobilenet_v2 | resize | {n_options} |" in capsys.readouterr().out
+    # condition x model matrix: the cell is the stored ΔACC [CI] / flip rate
+    assert main(["results", "show", "--out", str(out), "--by", "matrix", "--family", "resize"]) == 0
+    table = capsys.readouterr().out
+    assert "mobilenet_v2 (n=8)" in table
+    cell = (f"{100 * row.delta_acc:+.1f} [{100 * row.delta_ci_low:+.1f}, {100 * row.delta_ci_high:+.1f}] / "
+            f"{100 * row.flip_rate:.1f}")
+    line = next(ln for ln in table.splitlines() if "resize/cv2-nearest" in ln)
+    assert cell in line
+    assert f"top-1 {100 * clean.top1:.1f}" in next(ln for ln in table.splitlines() if ln.strip().startswith("clean"))
 
 
 def test_second_run_is_skipped_entirely(tmp_path):
