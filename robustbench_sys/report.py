@@ -51,7 +51,7 @@ def matrix_table(summaries: pd.DataFrame) -> pd.DataFrame:
             txt = (f"{100 * r.delta_acc:+.1f} [{100 * r.delta_ci_low:+.1f}, {100 * r.delta_ci_high:+.1f}] / "
                    f"{100 * r.flip_rate:.1f}")
         cell[(r.condition, r.model)] = txt
-    conds = list(dict.fromkeys(s.condition))
+    conds = sorted(set(s.condition), key=lambda c: (c != "clean", c))
     rows = [{"condition": c, **{f"{m} (n={n[m]})": cell.get((c, m), "-") for m in models}} for c in conds]
     return pd.DataFrame(rows)
 
