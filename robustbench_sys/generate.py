@@ -44,6 +44,7 @@ import sys
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -206,27 +207,46 @@ def imagenet_c_variants(base: Pipeline, corruptions: list[str] | None = None, se
 _STATE: dict = {}
 
 
-def _init_worker(variants, fmt, out) -> None:
+def _init_worker(variants, fmt, out, set_cv2_threads: bool = True) -> None:
     """One intra-op thread per process: the per-image torch ops (corruptions) and OpenCV resizes
-    of a 224-px crop gain nothing from more, and on a loaded machine lose several times."""
+    of a 224-px crop gain nothing from more, and on a loaded machine lose several times.
+
+    ``set_cv2_threads=False`` in forked children: calling ``cv2.setNumThreads`` there deadlocks
+    (pthread_cond_destroy on the parent's pool state); the parent forks them from inside
+    :func:`_single_threaded`, so they start with OpenCV serial already."""
     import torch
 
     _STATE.update(variants=variants, fmt=fmt, out=Path(out))
     torch.set_num_threads(1)
+    if set_cv2_threads:
+        try:
+            import cv2
+
+            cv2.setNumThreads(1)
+        except ImportError:
+            pass
+
+
+@contextmanager
+def _single_threaded():
+    """torch and OpenCV at one thread in this process for the block, restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
     try:
         import cv2
-
+    except ImportError:
+        cv2 = None
+    cv2_threads = cv2.getNumThreads() if cv2 is not None else None
+    torch.set_num_threads(1)
+    if cv2 is not None:
         cv2.setNumThreads(1)
-    except ImportError:
-        pass
-
-
-def _cv2_threads() -> int | None:
     try:
-        import cv2
-    except ImportError:
-        return None
-    return cv2.getNumThreads()
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if cv2 is not None:
+            cv2.setNumThreads(cv2_threads)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -474,26 +494,17 @@ def generate(dataset: Dataset, variants: list[Variant], out, *, kind: str, fmt: 
 
     try:
         if workers == 1 or len(tasks) <= 1:
-            import torch
-
-            threads = torch.get_num_threads()
-            cv2_threads = _cv2_threads()
-            _init_worker(variants, fmt, out)
-            try:
+            with _single_threaded():
+                _STATE.update(variants=variants, fmt=fmt, out=Path(out))
                 for t in tasks:
                     collect(_work(t))
-            finally:
-                torch.set_num_threads(threads)
-                if cv2_threads is not None:
-                    import cv2
-
-                    cv2.setNumThreads(cv2_threads)
         elif tasks:
-            # spawn, never fork: a child forked after OpenCV's / OpenMP's thread pools started
-            # deadlocks in them (seen: cv2.setNumThreads hanging in pthread_cond_destroy)
-            ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                     initargs=(variants, fmt, out)) as pool:
+            # fork (cheap: no re-import of torch per worker) from a parent whose OpenCV and torch
+            # pools are at one thread, so the children never touch them; spawn where fork is absent
+            fork = "fork" in mp.get_all_start_methods()
+            with _single_threaded(), ProcessPoolExecutor(
+                    workers, mp_context=mp.get_context("fork" if fork else "spawn"), initializer=_init_worker,
+                    initargs=(variants, fmt, out, not fork)) as pool:
                 for fut in as_completed([pool.submit(_work, t) for t in tasks]):
                     collect(fut.result())
     finally:
