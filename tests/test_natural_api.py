@@ -128,3 +128,21 @@ def test_cuda_matches_cpu_for_deterministic(name, crop):
     assert y.device.type == "cuda"
     if not CORRUPTIONS[name].random:
         assert (y.cpu() - corrupt_batch(x, name, 3)).abs().max() < 1e-6
+
+
+def test_pixelate_pillow_path_equals_the_fixed_point_torch_path(crop):
+    """On CPU pixelate calls Pillow (the reference's own code); on CUDA it runs Pillow's BOX
+    fixed-point arithmetic as matrices.  Both give the same values on real images."""
+    from noises.natural import digital
+    from noises.natural._common import to_u8
+
+    x = torch.as_tensor(np.stack([crop, crop[::-1]])).permute(0, 3, 1, 2).float() / 255
+    N, C, H, W = x.shape
+    for severity, c in enumerate([0.6, 0.5, 0.4, 0.3, 0.25], start=1):   # imagenet-c 1.1.2 parameters
+        nw, nh = int(W * c), int(H * c)
+        u = digital._pil_pass(digital._pil_pass(to_u8(x), digital.pil_box_weights(W, nw), -1),
+                              digital.pil_box_weights(H, nh), -2)
+        iy = torch.floor((torch.arange(H, dtype=torch.float64) + 0.5) * (nh / H)).long()
+        ix = torch.floor((torch.arange(W, dtype=torch.float64) + 0.5) * (nw / W)).long()
+        fixed_point = u.index_select(2, iy).index_select(3, ix)
+        assert torch.equal(digital.pixelate(x, severity), fixed_point.to(x.dtype)), severity

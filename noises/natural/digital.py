@@ -109,11 +109,27 @@ def pixelate(x, severity, generator=None):
     N, C, H, W = x.shape
     nw, nh = int(W * c), int(H * c)
     u = to_u8(x)
+    if u.device.type == "cpu" and C in (1, 3):   # Pillow itself: the reference's exact code path, ~8x faster
+        return _pixelate_pil(u, (nw, nh)).to(x.dtype)
     u = _pil_pass(u, pil_box_weights(W, nw), -1)     # Pillow resizes horizontally first
     u = _pil_pass(u, pil_box_weights(H, nh), -2)
     iy = torch.floor((torch.arange(H, dtype=torch.float64) + 0.5) * (nh / H)).long().to(x.device)
     ix = torch.floor((torch.arange(W, dtype=torch.float64) + 0.5) * (nw / W)).long().to(x.device)
     return u.index_select(2, iy).index_select(3, ix).to(x.dtype)
+
+
+def _pixelate_pil(u: torch.Tensor, small: tuple[int, int]) -> torch.Tensor:
+    """(N, C, H, W) uint8-valued -> Pillow BOX resize to ``small`` then NEAREST back, per image."""
+    from PIL import Image
+
+    N, C, H, W = u.shape
+    arr = u.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    out = np.empty_like(arr)
+    for i, im in enumerate(arr):
+        pim = Image.fromarray(im[..., 0] if C == 1 else im)
+        res = np.asarray(pim.resize(small, Image.BOX).resize((W, H), Image.NEAREST))
+        out[i] = res[..., None] if C == 1 else res
+    return torch.from_numpy(out).permute(0, 3, 1, 2)
 
 
 # ------------------------------------------------------------------------------------ jpeg
