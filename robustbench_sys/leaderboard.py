@@ -60,6 +60,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -188,6 +189,71 @@ def _dedupe(s: pd.DataFrame, apart: list[dict]) -> pd.DataFrame:
     return s[~dup]
 
 
+@lru_cache(maxsize=512)
+def _suite_overrides_cached(suite: str, condition: str):
+    ov = _suite_overrides_uncached(suite, condition)
+    return None if ov is None else tuple(sorted(ov.items()))
+
+
+def _suite_overrides(suite: str, condition: str) -> dict | None:
+    t = _suite_overrides_cached(str(suite), str(condition))
+    return None if t is None else dict(t)
+
+
+def _suite_overrides_uncached(suite: str, condition: str) -> dict | None:
+    from robustbench_sys.errors import UserError
+    from robustbench_sys.suites import get_suite
+
+    try:
+        conds = get_suite(suite).conditions
+    except (UserError, OSError, ValueError):
+        return None
+    c = next((c for c in conds if c.name == condition), None)
+    return None if c is None or c.attack else dict(c.overrides)
+
+
+def with_reference_options(s: pd.DataFrame) -> pd.DataFrame:
+    """Add, for each model, the options of a family that the runner skipped because they *are*
+    the model's reference pipeline (e.g. ``resize/pil-bilinear`` for a bilinear model): ΔACC 0,
+    interval [0, 0], flip rate 0 by definition.  Every model of a family then has the same set
+    of options (mean ΔACC over the same options, SysNoise's convention), so a bilinear and a
+    bicubic model can be ranked together.  Marked ``reference_option = True``.  Needs the
+    ``reference_pipeline`` / ``suite`` columns and the suite definition; rows lacking them are
+    left as they are."""
+    if s.empty or "reference_pipeline" not in s or "suite" not in s:
+        return s
+    add = []
+    clean = s[s.condition == CLEAN].drop_duplicates(["model", "dataset_fingerprint"], keep="last")
+    for (fam, fp), g in s[s.condition != CLEAN].groupby(["family", "dataset_fingerprint"], sort=False):
+        by_model = {m: set(x.condition) for m, x in g.groupby("model")}
+        options = g.drop_duplicates("condition")
+        for cr in clean[clean.dataset_fingerprint == fp].itertuples(index=False):
+            if cr.model not in by_model:
+                continue
+            try:
+                ref = json.loads(cr.reference_pipeline)
+            except (TypeError, ValueError):
+                continue
+            for o in options.itertuples(index=False):
+                if o.condition in by_model[cr.model]:
+                    continue
+                ov = _suite_overrides(o.suite, o.condition)
+                if not ov or any(k not in ref for k in ov) or {**ref, **ov} != ref:
+                    continue
+                row = cr._asdict()
+                row.update({"condition": o.condition, "family": fam, "suite": o.suite,
+                            "suite_version": o.suite_version, "delta_acc": 0.0, "delta_ci_low": 0.0,
+                            "delta_ci_high": 0.0, "flip_rate": 0.0, "ref_top1": cr.top1,
+                            "reference_option": True})
+                add.append(row)
+    if not add:
+        return s
+    out = pd.concat([s.assign(reference_option=False) if "reference_option" not in s else s,
+                     pd.DataFrame(add)], ignore_index=True)
+    out["reference_option"] = out.reference_option.fillna(False).astype(bool)
+    return out
+
+
 def _family_entries(fam: str, g: pd.DataFrame) -> pd.DataFrame:
     """One row per model for one family: figures, intervals and the comparability key."""
     rows = []
@@ -218,7 +284,9 @@ def _family_entries(fam: str, g: pd.DataFrame) -> pd.DataFrame:
                 row.update({"robust acc %": 100 * float(m.robust_acc.min()),
                             "WCAR %": 100 * float(m.wcar.min()) if "wcar" in m else float("nan")})
             if fam == IMAGENET_S:   # RobustART: std of top-1 over the decoder x resize pairs
-                row["std top1 pp"] = 100 * float(np.std(np.append(m.top1.to_numpy(dtype=float), m.ref_top1.iloc[0])))
+                top1 = m.top1.to_numpy(dtype=float)
+                own = "reference_option" in m and bool(m.reference_option.any())   # own pair already a row
+                row["std top1 pp"] = 100 * float(np.std(top1 if own else np.append(top1, m.ref_top1.iloc[0])))
             if fam == NATURAL:
                 row.update(_mce_entry(m))
         rows.append(row)
@@ -285,7 +353,7 @@ def build(summaries: pd.DataFrame, *, dataset_fingerprint: str | None = None,
             ["model", "family", "dataset", "dataset_fingerprint"], sort=True):
         apart.append({"model": model, "family": fam, "dataset": ds,
                       "reason": f"other data set (fingerprint {ofp}); ranked: {ds_name} ({fp})"})
-    s = s[s.dataset_fingerprint == fp]
+    s = with_reference_options(s[s.dataset_fingerprint == fp])
     tags = model_tags(s)
 
     fams = sorted(set(s.family), key=lambda f: (f != CLEAN, f))

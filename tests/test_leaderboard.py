@@ -226,3 +226,30 @@ def test_natural_without_all_15_falls_back_to_mean_delta():
     s = frame([r for r in _natural_rows("a_1", 0.5) if "snow" not in r["condition"]])
     g = L.build(s).families["natural"]
     assert np.isnan(g["mCE %"].iloc[0]) and not np.isnan(g["mean ΔACC pp"].iloc[0])
+
+
+def test_own_reference_option_counts_as_zero_and_keeps_models_comparable():
+    """A bilinear and a bicubic model each skip their own resize (ΔACC 0 by definition); the
+    leaderboard adds that option back as 0 from the built-in resize suite, so both have the same
+    options and are ranked together; an option that is not the model's reference stays missing."""
+    bil = json.dumps({"decoder": "pil", "resize": "pil-bilinear", "color": "rgb"})
+    bic = json.dumps({"decoder": "pil", "resize": "pil-bicubic", "color": "rgb"})
+
+    def r(model, cond, delta, ref):
+        return {**row(model, cond, "clean" if cond == "clean" else "resize", delta=delta),
+                "suite": "resize", "reference_pipeline": ref}
+
+    s = frame([r("bil", "clean", 0.0, bil), r("bic", "clean", 0.0, bic),
+               r("bil", "resize/pil-bicubic", 0.03, bil), r("bil", "resize/cv2-nearest", 0.06, bil),
+               r("bic", "resize/pil-bilinear", 0.01, bic), r("bic", "resize/cv2-nearest", 0.02, bic)])
+    lb = L.build(s)
+    g = lb.families["resize"].set_index("model")
+    assert sorted(g.index) == ["bic", "bil"] and set(g.options) == {3}
+    assert g.loc["bil", "mean ΔACC pp"] == pytest.approx(100 * (0.03 + 0.06 + 0) / 3)
+    assert g.loc["bic", "mean ΔACC pp"] == pytest.approx(100 * (0.01 + 0.02 + 0) / 3)
+    assert lb.apart.empty or "resize" not in set(lb.apart.family)
+    # a model that lacks an option which is *not* its reference is still listed apart
+    s2 = frame([*s.to_dict("records"), r("bic2", "clean", 0.0, bic), r("bic2", "resize/pil-bilinear", 0.01, bic)])
+    lb2 = L.build(s2)
+    why = {(x.model, x.family): x.reason for x in lb2.apart.itertuples()}
+    assert "missing 1 condition(s) (resize/cv2-nearest)" in why[("bic2", "resize")]
