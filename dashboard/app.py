@@ -178,6 +178,7 @@ def page_heatmap(root: str, sig: tuple, df: pd.DataFrame) -> None:
     if s.empty:
         st.info("No noise conditions stored for this data set yet (only clean results).")
         return
+    s = s.sort_values(["family", "condition", "model"])   # columns grouped by family (the chart keeps data order)
     d = pd.DataFrame({"model": s.model, "condition": s.condition, "ΔACC pp": (100 * s.delta_acc).round(2),
                       "95% CI": [f"[{100 * a:+.1f}, {100 * b:+.1f}]" for a, b in zip(s.delta_ci_low, s.delta_ci_high)],
                       "n": s.n_images, "flip %": (100 * s.flip_rate).round(2)})
