@@ -190,17 +190,9 @@ def _dedupe(s: pd.DataFrame, apart: list[dict]) -> pd.DataFrame:
 
 
 @lru_cache(maxsize=512)
-def _suite_overrides_cached(suite: str, condition: str):
-    ov = _suite_overrides_uncached(suite, condition)
-    return None if ov is None else tuple(sorted(ov.items()))
-
-
-def _suite_overrides(suite: str, condition: str) -> dict | None:
-    t = _suite_overrides_cached(str(suite), str(condition))
-    return None if t is None else dict(t)
-
-
-def _suite_overrides_uncached(suite: str, condition: str) -> dict | None:
+def _suite_overrides(suite: str, condition: str) -> tuple | None:
+    """The (stage, value) overrides of ``condition`` in suite ``suite``; None for an attack, an
+    unknown condition or a suite that cannot be read."""
     from robustbench_sys.errors import UserError
     from robustbench_sys.suites import get_suite
 
@@ -209,7 +201,7 @@ def _suite_overrides_uncached(suite: str, condition: str) -> dict | None:
     except (UserError, OSError, ValueError):
         return None
     c = next((c for c in conds if c.name == condition), None)
-    return None if c is None or c.attack else dict(c.overrides)
+    return None if c is None or c.attack else tuple(sorted(c.overrides.items()))
 
 
 def with_reference_options(s: pd.DataFrame) -> pd.DataFrame:
@@ -237,7 +229,7 @@ def with_reference_options(s: pd.DataFrame) -> pd.DataFrame:
             for o in options.itertuples(index=False):
                 if o.condition in by_model[cr.model]:
                     continue
-                ov = _suite_overrides(o.suite, o.condition)
+                ov = dict(_suite_overrides(str(o.suite), str(o.condition)) or ())
                 if not ov or any(k not in ref for k in ov) or {**ref, **ov} != ref:
                     continue
                 row = cr._asdict()
