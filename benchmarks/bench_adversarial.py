@@ -77,7 +77,10 @@ def bench_runner(label, card_name, data, suite, limit, batch_size, repeats):
 
     import zoo
     from robustbench_sys.data import load_dataset
-    from robustbench_sys.runner import Runner
+    from robustbench_sys.eval.attack import Attack
+    from robustbench_sys.eval.loop import run_unit
+    from robustbench_sys.eval.plan import plan_units
+    from robustbench_sys.results.store import ResultsStore
     from robustbench_sys.suites import get_suite
 
     card = zoo.get_card(card_name)
@@ -91,10 +94,10 @@ def bench_runner(label, card_name, data, suite, limit, batch_size, repeats):
     tmp = tempfile.mkdtemp(prefix="bench-adv-")
 
     def plan():
-        r = Runner(f"{tmp}/{uuid.uuid4().hex}", batch_size=batch_size, workers=0, progress=False, log=lambda m: None)
-        return r, r.plan(card, sha, [cond], ds)[0]
+        store = ResultsStore(f"{tmp}/{uuid.uuid4().hex}")
+        return store, plan_units(card, sha, [cond], ds)[0][0]
 
-    runner, unit = plan()
+    _, unit = plan()
     pipe = unit.pipeline
     samples = list(ds.samples)
 
@@ -106,8 +109,8 @@ def bench_runner(label, card_name, data, suite, limit, batch_size, repeats):
     batches = preprocess()
 
     def ours():
-        r, u = plan()
-        r.run_unit(u, model)
+        store, u = plan()
+        run_unit(store, u, Attack(u, model, store), run_id="bench", batch_size=batch_size, workers=0, progress=False)
 
     def plain():
         for xb, yb in batches:

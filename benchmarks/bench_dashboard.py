@@ -31,9 +31,9 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from robustbench_sys import leaderboard as L  # noqa: E402
-from robustbench_sys.metrics import Z95, wilson_interval  # noqa: E402
-from robustbench_sys.store import PER_IMAGE_SCHEMA, ResultsStore  # noqa: E402
+from robustbench_sys.metrics.paired import Z95, wilson_interval  # noqa: E402
+from robustbench_sys.results import leaderboard as L  # noqa: E402
+from robustbench_sys.results.store import PER_IMAGE_SCHEMA, ResultsStore  # noqa: E402
 
 FAMILIES = ("resize", "decoder", "color", "precision")
 
@@ -117,12 +117,10 @@ def main() -> None:
         print(f"store: {root}  {rows:,} per-image rows, {a.models * a.conditions} units "
               f"(built in {time.perf_counter() - t0:.1f} s)")
 
-        t_store, _ = timed(lambda: ResultsStore(root).summaries(), 3)
         t_sum, (df, _) = timed(lambda: L.read_summaries(root), 3)
         t_lb, lb = timed(lambda: L.build(df), 3)
         t_txt, _ = timed(lambda: L.render(lb, "table"), 3)
-        print(f"ResultsStore.summaries ({len(df)} rows)  {t_store:7.3f} s")
-        print(f"leaderboard.read_summaries              {t_sum:7.3f} s   ({t_store / t_sum:.1f}x faster, same rows)")
+        print(f"read_summaries ({len(df)} rows)          {t_sum:7.3f} s   (the one summary reader)")
         print(f"leaderboard.build                       {t_lb:7.3f} s   ({len(lb.overall)} models ranked, "
               f"{len(lb.families)} families)")
         print(f"leaderboard.render (text)               {t_txt:7.3f} s")

@@ -46,7 +46,7 @@ def _isolated_compute(images, sizes, pil_seconds: float, repeats: int) -> None:
     from noises.system import isolated
 
     rows = {}
-    for name, spec in isolated.ENV_SPECS.items():
+    for name in isolated.ENV_SPECS:
         if isolated.unavailable(name):
             continue
         w = isolated.worker(name)
@@ -60,14 +60,15 @@ def _isolated_compute(images, sizes, pil_seconds: float, repeats: int) -> None:
                 best = min(best, total)
             rows[f"{name}-{interp} (in worker)"] = best
     if rows:
-        print(f"\nisolated resizes, library call only (no IPC); ratio = throughput / resize/pil-bilinear")
+        print("\nisolated resizes, library call only (no IPC); ratio = throughput / resize/pil-bilinear")
         for k in sorted(rows, key=rows.get):
             print(f"  {k:34s} {len(images) / rows[k]:9.1f} img/s   x{pil_seconds / rows[k]:5.2f}")
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=os.environ.get("ROBUSTBENCH_SYS_SAMPLE", ROOT.parent / "shared" / "data" / "imagenet-sample"))
+    ap.add_argument("--data", default=os.environ.get("ROBUSTBENCH_SYS_SAMPLE",
+                                                     ROOT.parent / "shared" / "data" / "imagenet-sample"))
     ap.add_argument("--images", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)

@@ -1,54 +1,234 @@
-"""Evaluation-loop throughput: images/s with preprocessing in the main process vs in
-DataLoader workers, and the share of time spent in preprocessing vs the model.
-Prints ratios measured side by side in one run (never asserts on time).
+"""Evaluation-loop throughput against the work bound of this machine, side by side in one run.
 
-    .venv/bin/python benchmarks/bench_runner.py [--n 64] [--model mobilenet_v2]
+    .venv/bin/python benchmarks/bench_runner.py [--model mobilenet_v2] [--limit 256] [--batch-size 32]
+                                                [--data DIR] [--repeats 2] [--no-suite]
+
+Printed (never asserted; each figure measured in this run, rounds interleaved, best round):
+
+1. the raw forward (pre-decoded tensors, batch ``--batch-size``, torch's default threads) with
+   glibc's default allocator and with the tuned one (:mod:`robustbench_sys.alloc`), each in a
+   fresh subprocess (mallopt is process-wide): img/s and system time / wall time;
+2. the preprocessing alone (read + decode + colour + resize + crop + to float, exactly what a
+   DataLoader worker does per image) in a subprocess pinned to one core: img/s;
+3. the work bound of a clean run: every core busy, no overhead,
+   ``1 / (1 / forward_tuned + 1 / (preprocessing * cores))``;
+4. the harness, ``robustbench_sys.evaluate`` with its defaults, for the clean suite and the
+   resize suite: img/s end to end (model load and planning included) and in the batch loops
+   alone (the ``run_unit`` calls), against the bound.  The resize suite's bound weighs each
+   unit's own preprocessing rate (measured like 2., on the first 64 images).
+
+Data: ``../shared/data/imagenet-sample`` next to the repository (resolved from this file).
 """
 
+from __future__ import annotations
+
 import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
-import numpy as np
-import torch
-
-import robustbench_sys
-import zoo
-from robustbench_sys.data import load_dataset
-from robustbench_sys.pipeline import Pipeline
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data" / "imagenet-sample"
+MALLOC_VARS = ("ROBUSTBENCH_SYS_MALLOC", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=64)
-    ap.add_argument("--model", default="mobilenet_v2")
-    ap.add_argument("--data", default="foolbox-demo")
-    a = ap.parse_args()
-    ds = load_dataset(a.data)
-    samples = (list(ds.samples) * (a.n // len(ds.samples) + 1))[: a.n]
+# ---------------------------------------------------------------------- subprocess bodies
+def _child_forward(a) -> dict:
+    """Raw forward over pre-decoded images (``a.images``, .npy), allocator per ``a.alloc``."""
+    from robustbench_sys.alloc import allocator_info, tune_allocator
+
+    if a.alloc == "tuned":
+        tune_allocator()
+    import numpy as np
+    import torch
+
+    import zoo
+    from robustbench_sys.pipeline import Pipeline
+
     card = zoo.get_card(a.model)
-    pipe = Pipeline.from_card(card)
-    model = zoo.load_model(card)
-
-    t = time.perf_counter()
-    xs = [pipe.preprocess(s.path.read_bytes()) for s in samples]
-    t_pre = time.perf_counter() - t
-    t = time.perf_counter()
+    pipe, model = Pipeline.from_card(card), zoo.load_model(card).eval()
+    xs = torch.from_numpy(np.load(a.images))
+    bs = a.batch_size
     with torch.inference_mode():
-        for i in range(0, len(xs), 32):
-            model(pipe.normalise(torch.from_numpy(np.stack(xs[i:i + 32]))))
-    t_model = time.perf_counter() - t
-    print(f"preprocess {len(xs) / t_pre:8.1f} img/s   model {len(xs) / t_model:8.1f} img/s   "
-          f"preprocess share {t_pre / (t_pre + t_model):.2f}")
+        model(pipe.normalise(xs[:bs]))   # warm-up (one-off allocations, kernels)
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        for i in range(0, len(xs), bs):
+            model(pipe.normalise(xs[i:i + bs]))
+        wall = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return {"img_s": len(xs) / wall, "sys_wall": (r1.ru_stime - r0.ru_stime) / wall,
+            "user_wall": (r1.ru_utime - r0.ru_utime) / wall, "minflt": r1.ru_minflt - r0.ru_minflt,
+            "threads": torch.get_num_threads(), "allocator": allocator_info()}
 
-    rates = {}
-    for workers in (0, 1):
+
+def _child_preprocess(a) -> dict:
+    """Preprocessing on one core for each pipeline spec in ``a.specs`` (JSON list); the first
+    one's tensors are saved to ``a.images`` when given."""
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+    from robustbench_sys.data import load_dataset
+    from robustbench_sys.eval.loop import Images
+    from robustbench_sys.pipeline import Pipeline
+
+    samples = list(load_dataset(a.data).samples)
+    rates = []
+    for k, spec in enumerate(json.loads(a.specs)):
+        ds = Images(samples[: a.limit if k == 0 else min(a.limit, a.per_unit)], Pipeline.from_spec(spec))
+        ds[0]   # warm-up: imports, isolated worker start
+        best, xs = float("inf"), []
+        for _ in range(a.repeats if k == 0 else 1):
+            t0 = time.perf_counter()
+            xs = [ds[i][1] for i in range(len(ds))]
+            best = min(best, time.perf_counter() - t0)
+        rates.append(len(ds) / best)
+        if k == 0 and a.images:
+            np.save(a.images, np.stack(xs))
+    return {"img_s": rates}
+
+
+def _child(argv) -> None:
+    ap = argparse.ArgumentParser()
+    for k in ("--child", "--model", "--alloc", "--images", "--data", "--specs"):
+        ap.add_argument(k)
+    for k in ("--batch-size", "--limit", "--repeats", "--per-unit"):
+        ap.add_argument(k, type=int)
+    a = ap.parse_args(argv)
+    out = _child_forward(a) if a.child == "forward" else _child_preprocess(a)
+    print("RESULT " + json.dumps(out))
+
+
+def _run_child(args: list[str], alloc: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in MALLOC_VARS}
+    env["ROBUSTBENCH_SYS_MALLOC"] = alloc
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    p = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True)
+    line = next((ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if p.returncode or line is None:
+        raise SystemExit(f"bench child {args[:2]} failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    return json.loads(line[len("RESULT "):])
+
+
+# ---------------------------------------------------------------------- the harness
+def _harness(card, suite: str, data, limit: int, batch_size: int) -> dict:
+    """evaluate() into a fresh store; wall time end to end and inside run_unit."""
+    import robustbench_sys
+    from robustbench_sys.eval import runner as runner_mod
+
+    loops = []
+    real = runner_mod.run_unit
+
+    def timed(store, unit, strategy, **kw):
+        n = len(unit.dataset) - len(store.done_files(unit.id))
+        t0 = time.perf_counter()
+        real(store, unit, strategy, **kw)
+        loops.append((unit.pipeline.spec(), n, time.perf_counter() - t0))
+
+    runner_mod.run_unit = timed
+    try:
         with tempfile.TemporaryDirectory() as out:
-            t = time.perf_counter()
-            robustbench_sys.evaluate(card, ["clean"], ds, out, progress=False, workers=workers)
-            rates[workers] = len(ds) / (time.perf_counter() - t)
-    print(f"evaluate() end to end on {len(ds)} images: workers=0 {rates[0]:.1f} img/s, workers=1 {rates[1]:.1f} img/s, "
-          f"ratio {rates[1] / rates[0]:.2f}x  (torch threads {torch.get_num_threads()})")
+            t0 = time.perf_counter()
+            df = robustbench_sys.evaluate(card, [suite], data, out, limit=limit, batch_size=batch_size,
+                                          progress=False)
+            wall = time.perf_counter() - t0
+    finally:
+        runner_mod.run_unit = real
+    n = sum(x[1] for x in loops)
+    return {"wall": wall, "loop": sum(x[2] for x in loops), "n": n, "units": loops,
+            "skipped": len(df.attrs.get("skipped", []))}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if "--child" in argv:
+        return _child(argv)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="mobilenet_v2")
+    ap.add_argument("--limit", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved rounds of the raw forward")
+    ap.add_argument("--no-suite", action="store_true", help="skip the resize-suite harness run")
+    a = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from robustbench_sys.alloc import tune_allocator
+
+    tune_allocator()   # as the CLI does: this process and the DataLoader workers it forks
+    import torch
+
+    import zoo
+    from robustbench_sys.data import load_dataset
+    from robustbench_sys.eval.loop import preprocess_workers
+    from robustbench_sys.pipeline import Pipeline
+
+    cores = len(os.sched_getaffinity(0))
+    card = zoo.get_card(a.model)
+    ds = load_dataset(a.data).limit(a.limit)
+    n = len(ds)
+    print(f"{a.model}, {n} images of {a.data}, batch {a.batch_size}, {cores} cores, torch threads "
+          f"{torch.get_num_threads()}, preprocessing workers {preprocess_workers()} (lockstep), "
+          f"load {os.getloadavg()[0]:.1f}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        npy = str(Path(tmp) / "x.npy")
+        common = ["--model", a.model, "--batch-size", str(a.batch_size), "--data", a.data,
+                  "--limit", str(n), "--repeats", "2", "--per-unit", "64"]
+        spec = json.dumps([Pipeline.from_card(card).spec()])
+        pre = _run_child(["--child", "preprocess", *common, "--specs", spec, "--images", npy], "tuned")["img_s"][0]
+        fwd = {"default": [], "tuned": []}
+        for _ in range(a.repeats):
+            for mode in fwd:
+                fwd[mode].append(_run_child(["--child", "forward", *common, "--images", npy, "--alloc", mode], mode))
+    best = {m: max(r, key=lambda x: x["img_s"]) for m, r in fwd.items()}
+    for m, r in best.items():
+        print(f"  raw forward, {m:7s} allocator: {r['img_s']:7.1f} img/s  sys/wall {r['sys_wall']:.2f}  "
+              f"user/wall {r['user_wall']:.2f}  minor faults {r['minflt']:>8d}   "
+              f"(rounds: {', '.join(format(x['img_s'], '.1f') for x in fwd[m])})")
+    print(f"  tuned / default: {best['tuned']['img_s'] / best['default']['img_s']:.2f}x")
+    F = best["tuned"]["img_s"]
+
+    def bound(p: float) -> float:
+        return 1 / (1 / F + 1 / (p * cores))
+
+    print(f"  preprocessing alone, one core: {pre:7.1f} img/s")
+    print(f"  work bound (clean, {cores} cores) = 1 / (1/{F:.1f} + 1/({pre:.1f} x {cores})) = {bound(pre):7.1f} img/s")
+
+    def report(name: str, h: dict, b: float) -> None:
+        print(f"  harness {name:14s} {h['n']:5d} img: end to end {h['n'] / h['wall']:7.1f} img/s "
+              f"({h['n'] / h['wall'] / b:.2f}x bound), batch loops {h['n'] / h['loop']:7.1f} img/s "
+              f"({h['n'] / h['loop'] / b:.2f}x bound {b:.1f})" + (f", {h['skipped']} skipped" if h["skipped"] else ""))
+
+    clean = _harness(card, "clean", ds, n, a.batch_size)
+    report("clean", clean, bound(pre))
+    if not a.no_suite:
+        suite = _harness(card, "resize", ds, n, a.batch_size)
+        specs = [u[0] for u in suite["units"]]
+        with tempfile.TemporaryDirectory():
+            rates = _run_child(["--child", "preprocess", "--model", a.model, "--batch-size", str(a.batch_size),
+                                "--data", a.data, "--limit", str(n), "--repeats", "1", "--per-unit", "64",
+                                "--specs", json.dumps(specs)], "tuned")["img_s"]
+        # every unit's images at that unit's bound: total images / total bound time
+        b = suite["n"] / sum(u[1] / bound(r) for u, r in zip(suite["units"], rates))
+        slowest = min(zip(rates, specs), key=lambda x: x[0])
+        report(f"resize ({len(specs)} u)", suite, b)
+        print(f"    resize-suite preprocessing, one core: {min(rates):.1f} .. {max(rates):.1f} img/s "
+              f"(slowest: {slowest[1]['resize']})")
+    print(f"  load average now {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

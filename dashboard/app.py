@@ -26,10 +26,10 @@ _REPO = str(Path(__file__).resolve().parents[1])
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
-from robustbench_sys import leaderboard as L
-from robustbench_sys import report
-from robustbench_sys.paths import default_results_dir
-from robustbench_sys.store import ResultsStore, StoreError
+from robustbench_sys.paths import default_results_dir  # noqa: E402
+from robustbench_sys.results import leaderboard as L  # noqa: E402
+from robustbench_sys.results import report  # noqa: E402
+from robustbench_sys.results.store import ResultsStore, StoreError  # noqa: E402
 
 PAGES = ("Leaderboard", "ΔACC heatmap", "Clean vs robust", "Condition drill-down", "Flipped images",
          "Provenance")
@@ -48,7 +48,7 @@ def store_signature(root: str) -> tuple:
     """(name, mtime_ns, size) of every summary / unit file and per-image folder: the cache key."""
     r = Path(root)
     sig = []
-    for sub, pat in (("summaries", "*.parquet"), ("units", "*.json"), ("per_image", "*")):
+    for sub in ("summaries", "units", "per_image"):
         d = r / sub
         if d.is_dir():
             with os.scandir(d) as it:
@@ -61,7 +61,8 @@ def store_signature(root: str) -> tuple:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def load_summaries(root: str, signature: tuple) -> tuple[pd.DataFrame, list[str]]:
-    return L.read_summaries(root)
+    store = ResultsStore(root)
+    return store.summaries(), store.problems
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -96,13 +97,10 @@ def rebuild_image(root: str, unit_id: str, file: str) -> np.ndarray:
     from robustbench_sys.pipeline import Pipeline
 
     spec = unit_spec(root, unit_id)
-    p = dict(spec["pipeline"])
-    p.pop("resize_size", None)
-    p["mean"], p["std"] = tuple(p["mean"]), tuple(p["std"])
     path = Path(spec["dataset_root"]) / file
     if not path.is_file():
         raise FileNotFoundError(f"image {path} is not there any more (data set root {spec['dataset_root']})")
-    x = Pipeline(**p).preprocess(path.read_bytes())
+    x = Pipeline.from_spec(spec["pipeline"]).preprocess(path.read_bytes())
     return np.clip(np.rint(x.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -134,7 +132,7 @@ def _dataset_choice(df: pd.DataFrame, key: str) -> str | None:
     labels = {fp: f"{r.name} ({fp}, {r.rows} results)" for fp, r in ds.iterrows()}
     if len(labels) == 1:
         return next(iter(labels))
-    return st.selectbox("data set", list(labels), format_func=labels.get, key=f"{key}-ds")
+    return st.selectbox("data set", list(labels), format_func=labels.__getitem__, key=f"{key}-ds")
 
 
 # ---------------------------------------------------------------------- pages
@@ -209,7 +207,8 @@ def page_scatter(root: str, sig: tuple, df: pd.DataFrame) -> None:
         st.info("No model has both a clean and a noisy result here.")
         return
     d = pd.DataFrame({"model": d.model, "clean top1 %": (100 * d.top1).round(2),
-                      "clean 95% CI": [f"[{100 * a:.1f}, {100 * b:.1f}]" for a, b in zip(d.top1_ci_low, d.top1_ci_high)],
+                      "clean 95% CI": [f"[{100 * a:.1f}, {100 * b:.1f}]"
+                                       for a, b in zip(d.top1_ci_low, d.top1_ci_high)],
                       "robust top1 %": (100 * d.robust).round(2), "options": d.options, "n": d.n})
     d["Pareto front"] = L.pareto_front(d["clean top1 %"], d["robust top1 %"])
     pts = alt.Chart(d).mark_circle(size=90).encode(

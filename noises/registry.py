@@ -1,8 +1,9 @@
 """A timm-style registry of noise generators.
 
-Every noise is registered under ``family/name`` with the pipeline *stage* it
-replaces.  The stage fixes the call signature (see :mod:`noises`), so the
-runner can swap any registered noise into a pipeline without special cases.
+Every noise is registered under ``family/name``; its family fixes the pipeline
+*stage* it replaces (:mod:`noises.stages`, the one stage table) and so its call
+signature, so the runner can swap any registered noise into a pipeline without
+special cases.
 
     >>> from noises import registry
     >>> registry.list_noises("resize/pil-*")[:2]
@@ -12,11 +13,11 @@ runner can swap any registered noise into a pipeline without special cases.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-#: The pipeline stages a noise can replace, in pipeline order.
-STAGES = ("decode", "color", "resize", "corrupt", "attack", "graph", "deploy")
+from noises.stages import stage_of_family
 
 
 class NotApplicable(Exception):
@@ -41,6 +42,9 @@ class Noise:
     available: Callable[[], str | None] = lambda: None
     #: returns {library: version} of what the noise runs on
     versions: Callable[[], dict] = dict
+    #: selection metadata, scalar values (e.g. natural: ``group``, ``benchmark``): what a
+    #: suite's ``[sweep] where = {...}`` filter matches, so membership lives with the noise
+    tags: dict = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -53,13 +57,20 @@ class Noise:
 _REGISTRY: dict[str, Noise] = {}
 
 
-def register(family: str, name: str, *, stage: str, description: str = "",
+def register(family: str, name: str, *, description: str = "",
              params: dict | None = None,
              available: Callable[[], str | None] | None = None,
-             versions: Callable[[], dict] | None = None):
-    """Decorator registering ``fn`` as noise ``family/name``."""
-    if stage not in STAGES:
-        raise ValueError(f"stage {stage!r} is not one of {STAGES}")
+             versions: Callable[[], dict] | None = None,
+             tags: dict | None = None):
+    """Decorator registering ``fn`` as noise ``family/name`` (its stage follows from ``family``).
+
+    ``tags``: selection metadata (``{"group": "blur", "benchmark": True}``) with str / int /
+    float / bool values, matched by a suite's ``[sweep] where`` filter."""
+    stage = stage_of_family(family).name
+    tags = dict(tags or {})
+    for k, v in tags.items():
+        if not isinstance(k, str) or not isinstance(v, (str, int, float, bool)):
+            raise TypeError(f"noise {family}/{name}: tag {k!r} = {v!r} must map a str to a str, int, float or bool")
 
     def deco(fn):
         key = f"{family}/{name}"
@@ -69,7 +80,8 @@ def register(family: str, name: str, *, stage: str, description: str = "",
                                description or (fn.__doc__ or "").strip().split("\n")[0],
                                dict(params or {}),
                                available or (lambda: None),
-                               versions or dict)
+                               versions or dict,
+                               tags)
         return fn
 
     return deco

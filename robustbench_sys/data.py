@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import re
 import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from zoo.weights import cache_dir, pip_download_wheel
-
 from robustbench_sys.errors import UserError
+from zoo.weights import cache_dir, pip_download_wheel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASS_INDEX = REPO_ROOT / "data" / "imagenet_classes.csv"
@@ -49,7 +49,7 @@ class Dataset:
             h.update(f"{s.file}\0{s.path.stat().st_size}\0{s.label}\n".encode())
         return h.hexdigest()[:16]
 
-    def limit(self, n: int | None) -> "Dataset":
+    def limit(self, n: int | None) -> Dataset:
         if n is None or n >= len(self.samples):
             return self
         return Dataset(f"{self.name}[:{n}]", self.root, self.samples[:n], self.preprocessed_size)
@@ -74,7 +74,7 @@ def class_name(index: int) -> str:
     return class_index()[index][1].split(",")[0]
 
 
-def load_dataset(spec: str | Path) -> Dataset:
+def load_dataset(spec: str | os.PathLike) -> Dataset:
     """A data set from a path or a demo-set name; one-line :class:`UserError` when unusable."""
     if str(spec) in DEMO_SETS:
         return _mnist_test() if str(spec) == "mnist-test" else _foolbox_demo()
@@ -177,7 +177,8 @@ def _foolbox_demo() -> Dataset:
     try:
         root = fetch_foolbox_demo()
     except Exception as e:  # offline and not cached
-        raise UserError(f"--data foolbox-demo: not available ({e}); run scripts/setup.sh once with PyPI access") from None
+        raise UserError(f"--data foolbox-demo: not available ({e}); "
+                        "run scripts/setup.sh once with PyPI access") from None
     ds = _from_labels_csv(root)
     return Dataset("foolbox-demo", ds.root, ds.samples)
 

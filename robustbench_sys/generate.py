@@ -38,6 +38,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import multiprocessing as mp
 import os
 import sys
@@ -51,6 +52,8 @@ from pathlib import Path
 import numpy as np
 
 import noises
+from noises.io import atomic_write_bytes
+from noises.stages import get_stage, short_name
 from robustbench_sys.data import GENERATED_JSON, Dataset
 from robustbench_sys.errors import UserError
 from robustbench_sys.pipeline import Pipeline
@@ -63,6 +66,8 @@ PARTS_DIR = ".manifest-parts"
 MANIFEST_COLUMNS = ("file", "source_file", "class_index", "variant", "kind", "decoder", "color", "resize",
                     "corruption", "severity", "input_size", "crop_pct", "format", "width", "height", "sha256",
                     "versions")
+log = logging.getLogger("robustbench_sys.generate")
+
 PNG_COMPRESS_LEVEL = 3   # lossless at any level; 3 is several times faster than Pillow's default 6
 
 
@@ -101,6 +106,7 @@ class OutputFormat:
         if self.kind == "png":
             im.save(buf, "PNG", compress_level=PNG_COMPRESS_LEVEL)
         else:   # ImageNet-C's release: PIL save(quality=85, optimize=True)
+            assert self.quality is not None, "a jpeg OutputFormat needs a quality"
             im.save(buf, "JPEG", quality=int(self.quality), optimize=True)
         return buf.getvalue()
 
@@ -133,9 +139,11 @@ def _float_output(resize_key: str) -> bool:
     return np.asarray(out).dtype != np.uint8
 
 
-def _select(family: str, requested: list[str] | None, option: str, log, exclude=None) -> list[str]:
-    """Registered names of ``family`` to use: the requested ones (unknown or unavailable: one-line
-    UserError) or, by default, every available one (the rest listed with the reason)."""
+def _select(stage: str, requested: list[str] | None, option: str, exclude=None) -> list[str]:
+    """Registered names of the (one-family) ``stage`` to use: the requested ones (unknown or
+    unavailable: one-line UserError) or, by default, every available one (the rest listed with
+    the reason)."""
+    (family,) = get_stage(stage).families
     keys = noises.list_noises(f"{family}/*")
     names = [k.split("/", 1)[1] for k in keys]
     exclude = exclude or (lambda key: None)
@@ -151,19 +159,18 @@ def _select(family: str, requested: list[str] | None, option: str, log, exclude=
     for k, n in zip(keys, names):
         reason = noises.get(k).available() or exclude(k)
         if reason:
-            log(f"  skip {k}: {reason}")
+            log.info("  skip %s: %s", k, reason)
         else:
             chosen.append(n)
     return chosen
 
 
 def imagenet_s_variants(base: Pipeline, decoders: list[str] | None = None, resizes: list[str] | None = None,
-                        log=None) -> list[Variant]:
+                        ) -> list[Variant]:
     """ImageNet-S (systematic error, RobustART): the decoder x resize cross product on ``base``'s
     geometry.  Variant names ``<decoder>__<resize>``."""
-    log = log or _stderr
-    decs = _select("decoder", decoders, "--decoders", log)
-    res = _select("resize", resizes, "--resizes", log,
+    decs = _select("decoder", decoders, "--decoders")
+    res = _select("resize", resizes, "--resizes",
                   exclude=lambda k: "returns float32 (0..255, unrounded), which an 8-bit image cannot store "
                                     "losslessly" if _float_output(k) else None)
     if not decs or not res:
@@ -174,13 +181,12 @@ def imagenet_s_variants(base: Pipeline, decoders: list[str] | None = None, resiz
 
 
 def imagenet_c_variants(base: Pipeline, corruptions: list[str] | None = None, severities=(1, 2, 3, 4, 5),
-                        log=None) -> list[Variant]:
+                        ) -> list[Variant]:
     """ImageNet-C: each corruption x severity after ``base``'s resize + centre crop (Resize(256) ->
     CenterCrop(224) by default).  Variant names ``<corruption>/<severity>`` (the released layout);
     default corruptions: the 15 benchmark ones."""
     from noises.natural import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, SEVERITIES
 
-    log = log or _stderr
     for s in severities:
         if s not in SEVERITIES:
             raise UserError(f"--severities {s}: severities are 1..5")
@@ -193,10 +199,11 @@ def imagenet_c_variants(base: Pipeline, corruptions: list[str] | None = None, se
         if reason:
             if corruptions:
                 raise UserError(f"--corruptions {c}: unavailable here: {reason}")
-            log(f"  skip natural/{c}: {reason}")
+            log.info("  skip natural/%s: %s", c, reason)
             continue
         out += [Variant(f"{c}/{s}", base.replace(corrupt=f"{c}-{s}"),
-                        {"decoder": base.decoder, "resize": base.resize, "corruption": c, "severity": s})
+                        {"decoder": short_name(base.decoder), "resize": short_name(base.resize), "corruption": c,
+                         "severity": s})
                 for s in severities]
     if not out:
         raise UserError("generate imagenet-c: no available corruption left (see the skips above)")
@@ -216,6 +223,9 @@ def _init_worker(variants, fmt, out, set_cv2_threads: bool = True) -> None:
     :func:`_single_threaded`, so they start with OpenCV serial already."""
     import torch
 
+    from robustbench_sys.alloc import tune_allocator
+
+    tune_allocator()
     _STATE.update(variants=variants, fmt=fmt, out=Path(out))
     torch.set_num_threads(1)
     if set_cv2_threads:
@@ -249,17 +259,6 @@ def _single_threaded():
             cv2.setNumThreads(cv2_threads)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
 
 def _reason(e: Exception) -> str:
     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
@@ -283,16 +282,16 @@ def _work(task):
             if pipe.decoder not in decoded:
                 try:
                     decoded[pipe.decoder] = pipe.decode(data)
-                except Exception as e:   # noqa: BLE001  (reported per variant)
+                except Exception as e:
                     decoded[pipe.decoder] = e
             rgb = decoded[pipe.decoder]
             if isinstance(rgb, Exception):
                 raise rgb
             img = pipe.to_crop(rgb, pipe.image_rng(data))
             blob = fmt.encode(img)
-            _write_atomic(out / variants[vi].name / out_rel, blob)
+            atomic_write_bytes(out / variants[vi].name / out_rel, blob)
             results.append((vi, out_rel, hashlib.sha256(blob).hexdigest(), img.shape[1], img.shape[0], ""))
-        except Exception as e:   # noqa: BLE001  unreadable / truncated / unsupported: reported, skipped
+        except Exception as e:
             results.append((vi, out_rel, "", 0, 0, _reason(e)))
     return results
 
@@ -361,9 +360,6 @@ def default_workers() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr)
-
 
 def _versions(pipe: Pipeline, fmt: OutputFormat) -> dict:
     from importlib import metadata
@@ -403,11 +399,11 @@ def _check_existing(vdir: Path, kind: str, variant: Variant, fmt: OutputFormat) 
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    _write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
 def generate(dataset: Dataset, variants: list[Variant], out, *, kind: str, fmt: OutputFormat = PNG,
-             workers: int | None = None, progress: bool = True, log=None) -> Report:
+             workers: int | None = None, progress: bool = True) -> Report:
     """Write every (variant, image) crop under ``out/<variant>/``; resumable (see the module doc).
 
     Args:
@@ -420,7 +416,6 @@ def generate(dataset: Dataset, variants: list[Variant], out, *, kind: str, fmt: 
     Returns:
         A :class:`Report` (images written, verified-and-skipped, errors with file + reason).
     """
-    log = log or _stderr
     if dataset.preprocessed_size is not None:
         raise UserError(f"--src {dataset.root}: already a generated variant; give the original images")
     if not variants:
@@ -428,13 +423,16 @@ def generate(dataset: Dataset, variants: list[Variant], out, *, kind: str, fmt: 
     if len(dataset) == 0:
         raise UserError(f"--src {dataset.root}: no images found")
     out = Path(out).expanduser().resolve()
-    rels = {}
+    rels: dict[str, str] = {}
     for s in dataset.samples:
         rel = Path(s.file).with_suffix(fmt.suffix).as_posix()
         if rel in rels:
             raise UserError(f"--src {dataset.root}: {rels[rel]} and {s.file} would both be written as {rel}")
         rels[rel] = s.file
     workers = default_workers() if workers is None else max(1, int(workers))
+    from robustbench_sys.alloc import tune_allocator
+
+    tune_allocator()   # before the pool starts: forked / spawned workers inherit it
     report = Report(out, [v.name for v in variants])
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     parts = _Parts(out, run_id)
@@ -464,7 +462,7 @@ def generate(dataset: Dataset, variants: list[Variant], out, *, kind: str, fmt: 
              for si, vis in sorted(pending.items())]
     total = sum(len(t[2]) for t in tasks)
     if report.verified:
-        log(f"  resume: {report.verified} output(s) verified by sha256 and kept; {total} to write")
+        log.info("  resume: %d output(s) verified by sha256 and kept; %d to write", report.verified, total)
 
     new: list[dict[str, dict]] = [{} for _ in variants]
     bar = None
@@ -478,11 +476,11 @@ def generate(dataset: Dataset, variants: list[Variant], out, *, kind: str, fmt: 
             v, src = variants[vi], rels[rel]
             if err:
                 report.errors.append({"variant": v.name, "file": src, "reason": err})
-                log(f"  skip image {dataset.root / src} ({v.name}): {err}")
+                log.warning("  skip image %s (%s): %s", dataset.root / src, v.name, err)
             else:
                 p = v.pipeline
                 row = {"file": rel, "source_file": src, "class_index": labels[src], "variant": v.name,
-                       "kind": kind, "decoder": p.decoder, "color": p.color, "resize": p.resize,
+                       "kind": kind, "decoder": short_name(p.decoder), "color": p.color, "resize": short_name(p.resize),
                        "corruption": v.fields.get("corruption", ""), "severity": v.fields.get("severity", ""),
                        "input_size": p.input_size, "crop_pct": p.crop_pct, "format": fmt.kind,
                        "width": w, "height": h, "sha256": sha, "versions": versions[vi]}
@@ -517,9 +515,9 @@ def generate(dataset: Dataset, variants: list[Variant], out, *, kind: str, fmt: 
         vdir = out / v.name
         rows = {**kept[vi], **new[vi]}
         ordered = [rows[r] for r in sorted(rows)]
-        _write_atomic(vdir / MANIFEST, _csv_line(MANIFEST_COLUMNS) +
+        atomic_write_bytes(vdir / MANIFEST, _csv_line(MANIFEST_COLUMNS) +
                       b"".join(_csv_line([r[c] for c in MANIFEST_COLUMNS]) for r in ordered))
-        _write_atomic(vdir / "labels.csv", _csv_line(("file", "class_index", "source_file")) +
+        atomic_write_bytes(vdir / "labels.csv", _csv_line(("file", "class_index", "source_file")) +
                       b"".join(_csv_line((r["file"], r["class_index"], r["source_file"])) for r in ordered))
         pdir = vdir / PARTS_DIR
         if pdir.is_dir():

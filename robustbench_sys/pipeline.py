@@ -1,9 +1,13 @@
-"""One explicit object for bytes -> decode -> colour -> resize/crop -> tensor/normalise -> model.
+"""One explicit object for bytes -> decode -> colour -> resize/crop [-> corrupt] -> tensor/normalise -> model.
 
 A :class:`Pipeline` is built from a model card (the model's own "training system", the
 reference) and a system-noise condition swaps one or more stages with
-:meth:`Pipeline.replace`.  Each stage names a registered noise, so the whole pipeline is
-a small, hashable, JSON-serialisable spec that is stored with every result.
+:meth:`Pipeline.replace`.  Its stage fields are those of the stage table
+(:mod:`noises.stages`) and hold full noise keys (``decoder/pil``, ``resize/cv2-area``,
+``precision/bf16``), so the whole pipeline is a small, hashable, JSON-serialisable spec that is
+stored with every result; :meth:`Pipeline.from_spec` is the inverse of :meth:`Pipeline.spec`.
+The image half (decoder, colour, resize, geometry, mean / std) is :class:`zoo.Preprocess`, the
+model card's preprocessing.
 
 Geometry is fixed by the card and shared by every resize implementation: the short side
 goes to ``floor(input_size / crop_pct)`` (timm's rule; 256 for 224 / 0.875), the long side
@@ -22,33 +26,29 @@ from dataclasses import dataclass
 import numpy as np
 
 import noises
-
-#: stages a condition may override (model-side ones are applied by the runner)
-IMAGE_STAGES = ("decoder", "color", "resize", "corrupt")
-MODEL_STAGES = ("graph", "deploy")
+from noises.stages import pipeline_stages, short_name
+from zoo import ModelCard, Preprocess
 
 
 @dataclass(frozen=True)
-class Pipeline:
-    decoder: str = "pil"
-    color: str = "rgb"          # "rgb" = the decoder's RGB output unchanged; "grey" = 1-channel luma
-    resize: str = "pil-bilinear"  # "none" = no resize (centre crop only), e.g. 28x28 MNIST digits
-    input_size: int = 224
-    crop_pct: float = 0.875
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+class Pipeline(Preprocess):
     corrupt: str | None = None  # natural corruption on the cropped image
     graph: str | None = None    # model graph change
     deploy: str | None = None   # precision / backend; None = eager fp32
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def from_card(cls, card) -> "Pipeline":
-        p = card.preprocess
-        return cls(decoder=p.decoder, color=p.color, resize=p.resize, input_size=int(p.input_size),
-                   crop_pct=float(p.crop_pct), mean=tuple(p.mean), std=tuple(p.std))
+    def from_card(cls, card: ModelCard) -> Pipeline:
+        return cls(**dataclasses.asdict(card.preprocess))
 
-    def replace(self, **overrides) -> "Pipeline":
+    @classmethod
+    def from_spec(cls, spec: dict | str) -> Pipeline:
+        """The pipeline of a stored spec (:meth:`spec` or its JSON); the inverse of :meth:`spec`."""
+        d = json.loads(spec) if isinstance(spec, str) else dict(spec)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in fields})
+
+    def replace(self, **overrides) -> Pipeline:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ValueError(f"unknown pipeline stage(s) {sorted(unknown)}; valid: "
@@ -70,21 +70,22 @@ class Pipeline:
         return hashlib.sha1(self.spec_json().encode()).hexdigest()[:12]
 
     def describe(self) -> str:
-        parts = [f"decode:{self.decoder}", f"color:{self.color}",
-                 f"resize:{self.resize}({self.resize_size}->{self.input_size})"]
-        parts += [f"{k}:{v}" for k, v in (("corrupt", self.corrupt), ("graph", self.graph),
-                                          ("deploy", self.deploy)) if v]
+        parts = []
+        for st in pipeline_stages():
+            value = getattr(self, st.name)
+            if st.side == "image" and st.call != "crop":
+                text = f"{st.name}:{short_name(value)}"
+                parts.append(text + (f"({self.resize_size}->{self.input_size})" if st.call == "resize" else ""))
+            elif value:
+                parts.append(f"{st.name}:{short_name(value) if st.call != 'deploy' else value}")
         return " > ".join(parts)
 
     def stage_noises(self):
-        """The registered noises this pipeline uses, as ``(stage field, Noise)``."""
-        families = {"decoder": "decoder", "color": "color", "resize": "resize", "corrupt": "natural",
-                    "graph": "graph", "deploy": None}
-        for stage, family in families.items():
-            name = getattr(self, stage)
-            if not name or (stage == "color" and name in ("rgb", "grey")) or (stage == "resize" and name == "none"):
-                continue
-            yield stage, noises.get(name, family)
+        """The registered noises this pipeline uses, as ``(stage name, Noise)``."""
+        for st in pipeline_stages():
+            value = getattr(self, st.name)
+            if value and value not in st.builtin:
+                yield st.name, noises.get(value)
 
     def noise_versions(self) -> dict:
         """Library versions of every stage actually used."""
@@ -123,20 +124,26 @@ class Pipeline:
 
     # ------------------------------------------------------------------ image stages
     def decode(self, data: bytes) -> np.ndarray:
-        return noises.get(self.decoder, "decoder")(data)
+        return noises.get(self.decoder)(data)
 
     def to_crop(self, rgb: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-        """Decoded HxWx3 uint8 -> colour -> resize -> crop [-> corrupt]: the HxWxC crop the model
-        sees, before scaling (uint8; float32 on the 0..255 scale after a torch resize)."""
-        if self.color == "grey":
-            rgb = grey(rgb)
-        elif self.color != "rgb":
-            rgb = noises.get(self.color, "color")(rgb)
-        h, w = rgb.shape[:2]
-        img = self.center_crop(rgb if self.resize == "none" else
-                               noises.get(self.resize, "resize")(rgb, self.target_size(w, h)))
-        if self.corrupt:
-            img = noises.get(self.corrupt, "natural")(np.ascontiguousarray(img), rng=rng)
+        """Decoded HxWx3 uint8 -> the image stages after the decoder, in stage-table order (colour
+        -> resize + centre crop [-> corrupt]): the HxWxC crop the model sees, before scaling
+        (uint8; float32 on the 0..255 scale after a torch resize)."""
+        img = rgb
+        for st in pipeline_stages("image"):
+            value = getattr(self, st.name)
+            if st.call == "bytes" or value is None:
+                continue
+            if st.call == "resize":
+                h, w = img.shape[:2]
+                img = self.center_crop(img if value == "none" else noises.get(value)(img, self.target_size(w, h)))
+            elif value in st.builtin:
+                img = BUILTIN[value](img)
+            elif st.call == "crop":
+                img = noises.get(value)(np.ascontiguousarray(img), rng=rng)
+            else:
+                img = noises.get(value)(img)
         return np.ascontiguousarray(img)
 
     def to_input(self, rgb: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -175,3 +182,7 @@ def grey(rgb: np.ndarray) -> np.ndarray:
     x = rgb.astype(np.uint32)
     y = (x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 0x8000) >> 16
     return y.astype(np.uint8)[..., None]
+
+
+#: the builtin stage values (:attr:`noises.stages.Stage.builtin`) that transform the image
+BUILTIN = {"rgb": lambda img: img, "grey": grey}

@@ -1,4 +1,5 @@
-"""Provenance recorded with every result: library versions, CPU/GPU, platform, git commit."""
+"""Provenance recorded with every result: library versions, CPU/GPU, platform, git commit,
+allocator settings (:mod:`robustbench_sys.alloc`)."""
 
 from __future__ import annotations
 
@@ -51,9 +52,16 @@ def _git_commit() -> str | None:
         return None
 
 
-@functools.lru_cache(maxsize=1)
 def environment() -> dict:
-    """Machine + package provenance, computed once per process."""
+    """Machine + package provenance (computed once per process) and the allocator settings in
+    force now (``allocator``: :func:`robustbench_sys.alloc.allocator_info`)."""
+    from robustbench_sys.alloc import allocator_info
+
+    return {**_static_environment(), "allocator": allocator_info()}
+
+
+@functools.lru_cache(maxsize=1)
+def _static_environment() -> dict:
     import torch
     from PIL import features
 

@@ -35,7 +35,7 @@ def real_store(tmp_path_factory) -> Path:
     suite.write_text(SUITE)
     try:
         rbs.evaluate(list(MODELS), ["clean", str(suite)], data="foolbox-demo", out=base / "results",
-                     limit=LIMIT, workers=0, progress=False, log=lambda m: None)
+                     limit=LIMIT, workers=0, progress=False, )
     except UserError as e:
         pytest.skip(f"cannot build a real results store here: {e}")
     _STORE["root"] = base / "results"

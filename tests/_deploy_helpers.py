@@ -37,7 +37,7 @@ def preprocess(path: Path) -> torch.Tensor:
     return torch.from_numpy(a.transpose(2, 0, 1).copy())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _batch(paths: tuple[str, ...]) -> torch.Tensor:
     return torch.stack([preprocess(Path(p)) for p in paths])
 
@@ -58,14 +58,14 @@ def calib_batches(files: list[str]) -> list[torch.Tensor]:
     return [_batch(tuple(files[i:i + CALIB_BATCH])) for i in range(0, len(files), CALIB_BATCH)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cache_root() -> Path:
     d = Path(tempfile.mkdtemp(prefix="rbs-deploy-test-"))
     atexit.register(shutil.rmtree, d, True)
     return d
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _zoo_model(name: str):
     try:
         import zoo
@@ -75,7 +75,7 @@ def _zoo_model(name: str):
         return None, "zoo.load_model not available yet"
     try:
         return zoo.load_model(name), ""
-    except Exception as e:  # noqa: BLE001 - weights missing offline etc.: skip with the reason
+    except Exception as e:
         return None, f"zoo.load_model({name!r}) failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
 
 
@@ -86,7 +86,7 @@ def zoo_model(name: str) -> torch.nn.Module:
     return model
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference_logits(key: tuple[str, ...]) -> torch.Tensor:
     model = zoo_model("mobilenet_v2")
     with torch.inference_mode():

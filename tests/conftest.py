@@ -15,6 +15,18 @@ SHARED_SAMPLE = Path(os.environ.get("ROBUSTBENCH_SYS_SAMPLE", ROOT.parent / "sha
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "noise(*keys): the test needs these registered noises; skipped with "
+                                      "their available() reason where one is not usable (tests/_registry.py)")
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection: only tests that will run ask available()
+def pytest_collection_modifyitems(config, items):
+    from _registry import skip_unavailable
+
+    skip_unavailable(items)
+
+
 @pytest.fixture(scope="session")
 def imagenet_sample() -> Path:
     """The shared 500-image ImageNet sample (one JPEG per even class index)."""

@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _registry import registry_params
 
 import noises
-from noises.adversarial import SUITES, NormalizedModel, get_suite
-from robustbench_sys import adversarial_metrics as am
+from noises.adversarial import SUITES, NormalizedModel, attack_grid
+from robustbench_sys.metrics import adversarial as am
 
 ATTACKS = noises.list_noises(family="adversarial")
-
-# small budgets so the whole file stays within seconds on 2 shared cores; published
-# defaults are checked separately (test_defaults_are_recorded)
-FAST = {
-    "adversarial/fgsm": dict(eps=0.3),
-    "adversarial/pgd-linf": dict(eps=0.3, steps=10),
-    "adversarial/pgd-l2": dict(eps=2.0, steps=10),
-    "adversarial/mim-linf": dict(eps=0.3, steps=10),
-    "adversarial/cw-l2": dict(steps=30, c=10.0, lr=0.1),
-    "adversarial/deepfool": dict(steps=10),
-    "adversarial/square": dict(eps=0.3, n_queries=150),
-    "adversarial/autoattack-standard": dict(eps=0.3, steps=10, n_queries=100),
-}
+# each attack's small test budget is its class attribute ``test_params`` (the whole file stays
+# within seconds on 2 shared cores); published defaults are checked in test_defaults_are_recorded
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,19 +29,27 @@ def mnist8():
     return NormalizedModel(model, mnist.MEAN, mnist.STD), x, y
 
 
-def test_every_attack_has_a_fast_setting():
-    assert sorted(FAST) == ATTACKS
-    assert len(ATTACKS) == 8
-
-
 @pytest.mark.parametrize("key", ATTACKS)
+def test_every_attack_has_a_valid_fast_setting(key):
+    attack = noises.get(key).fn
+    kw = attack.test_params
+    assert isinstance(kw, dict), f"{key}: set test_params on {type(attack).__name__}"
+    p = dict(kw)
+    eps = p.pop("eps", None)
+    assert (eps is not None) == attack.bounded, (key, kw)  # a budget exactly where one is needed
+    attack.resolve(eps, p)  # every test parameter is one the attack accepts
+    # a smaller budget than the published one, never a larger one
+    assert all(v <= attack.defaults[k] for k, v in p.items()
+               if k in ("steps", "n_queries") and k in attack.defaults), (key, kw, attack.defaults)
+
+
+@pytest.mark.parametrize("key", registry_params("adversarial/*"))
 def test_attack(key, mnist8):
     model, x, y = mnist8
     noise = noises.get(key)
     assert noise.stage == "attack" and noise.family == "adversarial"
-    assert noise.available() is None, noise.available()
     assert noise.versions()["torchattacks"] == "3.5.1"
-    kw = FAST[key]
+    kw = noise.fn.test_params
     rng_before = torch.get_rng_state()
     r1 = noise(model, x, y, seed=3, **kw)
     assert torch.equal(torch.get_rng_state(), rng_before), "the caller's RNG state changed"
@@ -104,10 +102,11 @@ def test_bad_calls_fail_with_clear_errors(mnist8):
 def test_min_norm_attack_rejects_beyond_eps(mnist8):
     model, x, y = mnist8
     cw = noises.get("adversarial/cw-l2")
-    free = cw(model, x, y, seed=0, steps=30, c=10.0, lr=0.1)
+    assert not cw.fn.bounded and "eps" not in cw.fn.test_params
+    free = cw(model, x, y, seed=0, **cw.fn.test_params)
     norms = am.perturbation_norms(x, free.adv, "L2")
     eps = float(sorted(norms)[len(norms) // 2])          # half of them are farther than this
-    capped = cw(model, x, y, seed=0, eps=eps, steps=30, c=10.0, lr=0.1)
+    capped = cw(model, x, y, seed=0, eps=eps, **cw.fn.test_params)
     assert capped.params["n_rejected_over_eps"] == int((norms > eps * (1 + 1e-5) + 1e-6).sum()) > 0
     assert not am.check_perturbation(x, capped.adv, "L2", eps).raised
 
@@ -128,11 +127,11 @@ def test_normalized_model_applies_explicit_mean_std():
 
 def test_suites_are_valid_data():
     assert {"robustart-linf", "robustart-l2", "robustart", "robustbench-imagenet-linf"} <= set(SUITES)
-    assert get_suite("robustbench-imagenet-linf") == [("autoattack-standard", {"eps": 4 / 255, "norm": "Linf"})]
+    assert attack_grid("robustbench-imagenet-linf") == [("autoattack-standard", {"eps": 4 / 255, "norm": "Linf"})]
     linf = sorted({p["eps"] for a, p in SUITES["robustart-linf"]})
     assert linf == pytest.approx([0.5 / 255, 2 / 255, 8 / 255])
     assert sorted(p["eps"] for _, p in SUITES["robustart-l2"]) == [0.5, 2.0, 8.0]
-    for name, entries in SUITES.items():
+    for entries in SUITES.values():
         for attack, params in entries:
             noise = noises.get(f"adversarial/{attack}")
             p = dict(params)
@@ -140,7 +139,7 @@ def test_suites_are_valid_data():
     pgd = [p for a, p in SUITES["robustart"] if a == "pgd-linf"]
     assert all(p["steps"] == 20 and p["rel_stepsize"] == pytest.approx(3 / 40) for p in pgd)
     with pytest.raises(KeyError, match="valid choices"):
-        get_suite("nope")
+        attack_grid("nope")
 
 
 def test_deepfool_crosses_the_boundary_beyond_float_noise(mnist8):
@@ -148,7 +147,8 @@ def test_deepfool_crosses_the_boundary_beyond_float_noise(mnist8):
     the ~1e-6 logit differences between batch sizes / CPU kernels (torchattacks' own step ends
     on the boundary, where batch-1 and batch-8 forwards can disagree)."""
     model, x, y = mnist8
-    adv = noises.get("adversarial/deepfool")(model, x, y, seed=0, steps=10).adv
+    deepfool = noises.get("adversarial/deepfool")
+    adv = deepfool(model, x, y, seed=0, **deepfool.fn.test_params).adv
     with torch.no_grad():
         batched = model(adv)
         single = torch.cat([model(adv[i:i + 1]) for i in range(len(adv))])

@@ -8,7 +8,7 @@ import torch
 
 import noises
 from noises.adversarial import NormalizedModel, predict
-from robustbench_sys import adversarial_metrics as am
+from robustbench_sys.metrics import adversarial as am
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustbench_sys import adversarial_metrics as am
-
+from robustbench_sys.metrics import adversarial as am
 
 # 10 images: the model gets 8 right (images 0..7); the attack breaks 0, 1, 2;
 # image 8 was wrong before and "right" after (the attack fixed it): still a failure.

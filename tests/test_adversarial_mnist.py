@@ -9,7 +9,7 @@ import torch
 
 import noises
 from noises.adversarial import NormalizedModel, predict, transfer_attack
-from robustbench_sys import adversarial_metrics as am
+from robustbench_sys.metrics import adversarial as am
 
 N = 200
 # advertorch tutorial: LinfPGDAttack(eps=0.3, nb_iter=40, eps_iter=0.01, rand_init=True)

@@ -15,11 +15,12 @@ import pytest
 import torch
 
 import zoo
-from robustbench_sys import adversarial_runner, leaderboard
 from robustbench_sys.cli import main
 from robustbench_sys.errors import UserError
-from robustbench_sys.runner import evaluate
-from robustbench_sys.store import ADV_PER_IMAGE_SCHEMA, PER_IMAGE_SCHEMA, ResultsStore
+from robustbench_sys.eval import attack as adversarial_runner
+from robustbench_sys.eval.api import evaluate
+from robustbench_sys.results import leaderboard
+from robustbench_sys.results.store import ADV_PER_IMAGE_SCHEMA, PER_IMAGE_SCHEMA, ResultsStore
 from robustbench_sys.suites import get_suite
 
 N = 200

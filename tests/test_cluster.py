@@ -2,6 +2,7 @@
 and summaries of a run in one process, resumes without resubmitting finished units, and
 reports model-side stages that do not apply (graph noises on MobileNetV2) as skips."""
 
+import logging
 import os
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 import robustbench_sys
 from robustbench_sys.errors import UserError
-from robustbench_sys.store import ResultsStore
+from robustbench_sys.results.store import ResultsStore
 
 pytest.importorskip("distributed")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,13 +32,14 @@ def _rows(out):
     return r.sort_values(["condition", "file"]).reset_index(drop=True)
 
 
-def test_local_cluster_equals_one_process(imagenet_sample, suite_file, tmp_path):
+def test_local_cluster_equals_one_process(imagenet_sample, suite_file, tmp_path, caplog):
     suites = SUITES + [suite_file]
     local = robustbench_sys.evaluate("mobilenet_v2", suites, imagenet_sample, tmp_path / "local", limit=N,
                                      progress=False, workers=0, batch_size=8)
-    logs = []
-    dask = robustbench_sys.evaluate("mobilenet_v2", suites, imagenet_sample, tmp_path / "dask", limit=N,
-                                    progress=False, batch_size=8, scheduler="local:2", log=logs.append)
+    with caplog.at_level(logging.INFO, logger="robustbench_sys"):
+        dask = robustbench_sys.evaluate("mobilenet_v2", suites, imagenet_sample, tmp_path / "dask", limit=N,
+                                        progress=False, batch_size=8, scheduler="local:2")
+    logs = [r.getMessage() for r in caplog.records]
     pids = {int(m.rsplit(" ", 1)[1]) for m in logs if "ran on Dask worker pid" in m}
     assert pids and os.getpid() not in pids    # the units ran in the cluster's worker processes
     assert sorted(local.condition) == sorted(dask.condition) == ["clean", "resize/cv2-nearest", "resize/pil-bicubic"]

@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("streamlit", reason="streamlit not installed (scripts/setup.d/70-dashboard.sh)")
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from _dashboard_store import LIMIT, MODELS, RESIZE, real_store
+from streamlit.testing.v1 import AppTest
 
-from _dashboard_store import MODELS, RESIZE, LIMIT, real_store  # noqa: E402
-from robustbench_sys import cli  # noqa: E402
-from robustbench_sys import leaderboard as L  # noqa: E402
-from robustbench_sys.data import class_name  # noqa: E402
-from robustbench_sys.store import ResultsStore  # noqa: E402
+from robustbench_sys import cli
+from robustbench_sys.data import class_name
+from robustbench_sys.results import leaderboard as L
+from robustbench_sys.results.store import ResultsStore
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 PAGES = ("Leaderboard", "ΔACC heatmap", "Clean vs robust", "Condition drill-down", "Flipped images", "Provenance")
@@ -229,16 +229,39 @@ def test_dashboard_command_binds_localhost_without_telemetry(tmp_path):
     assert (a.results, a.port, a.expose) == (str(tmp_path), 9999, False)
 
 
-def test_fast_summary_reader_matches_store(store, tmp_path):
-    fast, problems = L.read_summaries(store)
-    slow = ResultsStore(store).summaries()
-    assert problems == []
-    key = ["model", "condition"]
-    pd.testing.assert_frame_equal(fast.sort_values(key).reset_index(drop=True)[slow.columns],
-                                  slow.sort_values(key).reset_index(drop=True), check_dtype=False)
+def test_one_summary_reader_typed_skips_temp_and_names_corrupt(store, tmp_path):
+    """``store.read_summaries`` is the one reader (ResultsStore.summaries, the leaderboard CLI
+    and the dashboard all use it): columns typed by SUMMARY_SCHEMA, temp files skipped,
+    corrupt files named in ``problems`` while the readable rows are still returned."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from robustbench_sys.results import store as S
+
+    df, problems = S.read_summaries(store)
+    assert problems == [] and len(df) == len(MODELS) * (1 + len(RESIZE))
+    via_store = ResultsStore(store)
+    pd.testing.assert_frame_equal(via_store.summaries(), df)
+    assert via_store.problems == []
+    want = S.SUMMARY_SCHEMA.empty_table().to_pandas().dtypes
+    assert set(df.columns) <= set(want.index) and {"pipeline", "reference_pipeline", "suite"} <= set(df.columns)
+    for name in df.columns:
+        assert df[name].dtype == want[name], name
     root = tmp_path / "c"
     shutil.copytree(store / "summaries", root / "summaries")
-    bad = sorted((root / "summaries").glob("*.parquet"))[0]
-    bad.write_bytes(b"junk")
-    fast, problems = L.read_summaries(root)
-    assert len(fast) == len(slow) - 1 and len(problems) == 1 and str(bad) in problems[0]
+    files = sorted((root / "summaries").glob("*.parquet"))
+    # a writer that inferred other types (an int column as float, a string column all null)
+    t = pq.read_table(files[1])
+    t = t.set_column(t.schema.get_field_index("n_images"), "n_images", t["n_images"].cast(pa.float64()))
+    t = t.set_column(t.schema.get_field_index("arch"), "arch", pa.nulls(1, pa.null()))
+    pq.write_table(t, files[1])
+    shutil.copy(files[2], root / "summaries" / f".{files[2].name}.tmp.parquet")   # an interrupted write
+    files[0].write_bytes(b"junk")
+    df2, problems = S.read_summaries(root)
+    assert len(df2) == len(df) - 1
+    assert len(problems) == 1 and str(files[0]) in problems[0] and "corrupt parquet file" in problems[0]
+    assert df2.n_images.dtype == np.int64 and (df2.n_images == LIMIT).all()
+    assert df2.arch.isna().sum() == 1
+    assert L.read_summaries is S.read_summaries
+    empty, problems = S.read_summaries(tmp_path / "nothing")
+    assert empty.empty and problems == [] and list(empty.columns) == S.SUMMARY_SCHEMA.names

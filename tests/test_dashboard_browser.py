@@ -14,7 +14,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from _dashboard_store import MODELS, real_store
 
 CHROMIUM = "/usr/bin/chromium"

@@ -1,8 +1,8 @@
 """End to end on real images: CLI, store contents, provenance, bad input, resume after a kill."""
 
 import csv
-import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -19,7 +19,7 @@ from PIL import Image
 import noises
 import robustbench_sys
 from robustbench_sys.cli import main
-from robustbench_sys.store import ResultsStore
+from robustbench_sys.results.store import ResultsStore
 
 CLI = [sys.executable, "-m", "robustbench_sys.cli"]
 
@@ -52,7 +52,7 @@ def test_cli_eval_then_results_show(tmp_path, capsys):
     prov = json.loads(clean.provenance)
     assert {"torch", "timm", "Pillow", "numpy"} <= set(prov["packages"])
     assert prov["libjpeg-turbo"] and prov["cpu"] and "noise_versions" in prov
-    assert json.loads(clean.pipeline)["resize"] == "pil-bilinear"
+    assert json.loads(clean.pipeline)["resize"] == "resize/pil-bilinear"
     rows = ResultsStore(out).per_image()
     assert len(rows) == (1 + n_options) * 8 and not rows.duplicated(["unit_id", "file"]).any()
     assert rows.top5.map(len).eq(5).all()
@@ -96,11 +96,11 @@ def test_bad_arguments_exit_2_with_one_line(argv, needle, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ROBUSTBENCH_SYS_OFFLINE": "1"}
     p = subprocess.run(CLI + argv + ["--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 2, p.stderr
-    err = [l for l in p.stderr.splitlines() if l.strip()]
+    err = [line for line in p.stderr.splitlines() if line.strip()]
     assert len(err) == 1 and needle in err[0], p.stderr
 
 
-def test_bad_images_are_reported_and_skipped(tmp_path, sample_rows, imagenet_sample):
+def test_bad_images_are_reported_and_skipped(tmp_path, sample_rows, imagenet_sample, caplog):
     rows = sample_rows[:5]
     d = _flat_dataset(tmp_path / "bad", rows, imagenet_sample)
     names = [r["file"] for r in rows]
@@ -111,9 +111,9 @@ def test_bad_images_are_reported_and_skipped(tmp_path, sample_rows, imagenet_sam
     Image.fromarray(alpha, "RGBA").save(d / names[1], "PNG")                 # PNG with alpha (name kept)
     Image.open(d / names[2]).convert("L").save(d / names[2], "JPEG")        # greyscale
     Image.open(d / names[3]).convert("CMYK").save(d / names[3], "JPEG")     # CMYK JPEG
-    logs = []
-    df = robustbench_sys.evaluate("mobilenet_v2", ["clean"], d, tmp_path / "res", progress=False, workers=0,
-                                  log=logs.append)
+    with caplog.at_level(logging.INFO, logger="robustbench_sys"):
+        df = robustbench_sys.evaluate("mobilenet_v2", ["clean"], d, tmp_path / "res", progress=False, workers=0)
+    logs = [r.getMessage() for r in caplog.records]
     row = df.iloc[0]
     assert row.n_images == 4 and row.n_errors == 1
     per = ResultsStore(tmp_path / "res").per_image().set_index("file")

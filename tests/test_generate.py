@@ -18,7 +18,7 @@ from robustbench_sys.cli import main
 from robustbench_sys.data import Dataset, load_dataset
 from robustbench_sys.errors import UserError
 from robustbench_sys.pipeline import Pipeline
-from robustbench_sys.store import ResultsStore
+from robustbench_sys.results.store import ResultsStore
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 N = 8
@@ -85,7 +85,7 @@ def test_imagenet_s_variant_equals_on_the_fly(src, tmp_path):
     assert sorted(r["source_file"] for r in rows) == sorted(s.file for s in src.samples)
     meta = json.loads((vdir / "dataset.json").read_text())
     assert meta["kind"] == "imagenet-s" and meta["complete"] and meta["input_size"] == 224
-    assert meta["pipeline"]["decoder"] == "opencv" and meta["generator_version"] == gen.GENERATOR_VERSION
+    assert meta["pipeline"]["decoder"] == "decoder/opencv" and meta["generator_version"] == gen.GENERATOR_VERSION
     # the stored crop is exactly the pipeline's uint8 crop
     s0 = src.samples[0]
     crop = variants[0].pipeline.preprocess_crop(s0.path.read_bytes())
@@ -226,8 +226,8 @@ def test_size_mismatch_and_bad_data_dirs(src, tmp_path, capsys):
         load_dataset(vdir)
     # the reference pipeline of a generated variant: PIL decode, no resize, the card's own mean/std
     import zoo
-    from robustbench_sys.runner import reference_pipeline
+    from robustbench_sys.eval.plan import reference_pipeline
 
     card = zoo.get_card("tf_efficientnet_lite0")
     ref = reference_pipeline(card, Dataset(src.name, src.root, src.samples, preprocessed_size=224))
-    assert (ref.decoder, ref.resize, ref.mean) == ("pil", "none", Pipeline.from_card(card).mean)
+    assert (ref.decoder, ref.resize, ref.mean) == ("decoder/pil", "none", Pipeline.from_card(card).mean)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 import noises
-from robustbench_sys import report
 from robustbench_sys.cli import main
 from robustbench_sys.errors import UserError
-from robustbench_sys.runner import evaluate
-from robustbench_sys.store import ResultsStore
+from robustbench_sys.eval.api import evaluate
+from robustbench_sys.results import report
+from robustbench_sys.results.store import ResultsStore
 from robustbench_sys.suites import get_suite
 
 PRODUCT = """name = "mini-s"

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robustbench_sys import leaderboard as L
-from robustbench_sys.metrics import wilson_interval
+from robustbench_sys.metrics.paired import wilson_interval
+from robustbench_sys.results import leaderboard as L
 
 FP = "fp-demo"
 
@@ -189,7 +189,7 @@ def test_render_formats(fmt):
 # ---------------------------------------------------------------------- natural: ranked by mCE
 def _natural_rows(model, scale, n=1000, clean_top1=0.7):
     """All 15 x 5 ImageNet-C conditions with error = scale * AlexNet's mean error (every severity)."""
-    from robustbench_sys.natural_metrics import ALEXNET_ERRORS
+    from robustbench_sys.metrics.natural import ALEXNET_ERRORS
 
     rows = [dict(row(model, "clean", "clean", top1=clean_top1, n=n), ref_top1=clean_top1,
                  pipeline=json.dumps({"corrupt": None}))]
@@ -202,7 +202,7 @@ def _natural_rows(model, scale, n=1000, clean_top1=0.7):
 
 
 def test_natural_family_is_ranked_by_mce_worked_example():
-    from robustbench_sys import report
+    from robustbench_sys.results import report
 
     # errors equal to AlexNet's give mCE 100% exactly; 0.5 x AlexNet's gives 50%
     s = frame(_natural_rows("alex_like", 1.0) + _natural_rows("half_1", 0.5))
@@ -215,7 +215,7 @@ def test_natural_family_is_ranked_by_mce_worked_example():
     t = report.natural_table(s.assign(dataset="demo")).set_index("model")
     assert t.loc["half_1", "mCE %"] == pytest.approx(50, abs=0.06)
     # relative mCE: (sum E - 5 E_clean) / (sum E_alex - 5 E_alex_clean), clean error 0.3
-    from robustbench_sys.natural_metrics import ALEXNET_CLEAN_ERROR, ALEXNET_ERRORS
+    from robustbench_sys.metrics.natural import ALEXNET_CLEAN_ERROR, ALEXNET_ERRORS
     rel = np.mean([(0.5 * e - 0.3) / (e - ALEXNET_CLEAN_ERROR) for e in ALEXNET_ERRORS.values()])
     assert t.loc["half_1", "rel. mCE %"] == pytest.approx(100 * rel, abs=0.2)
     text = L.render(lb, "table")
@@ -228,16 +228,24 @@ def test_natural_without_all_15_falls_back_to_mean_delta():
     assert np.isnan(g["mCE %"].iloc[0]) and not np.isnan(g["mean ΔACC pp"].iloc[0])
 
 
+def _spec(**stages):
+    return json.dumps({"decoder": "pil", "resize": "pil-bilinear", "color": "rgb", **stages})
+
+
 def test_own_reference_option_counts_as_zero_and_keeps_models_comparable():
     """A bilinear and a bicubic model each skip their own resize (ΔACC 0 by definition); the
-    leaderboard adds that option back as 0 from the built-in resize suite, so both have the same
-    options and are ranked together; an option that is not the model's reference stays missing."""
-    bil = json.dumps({"decoder": "pil", "resize": "pil-bilinear", "color": "rgb"})
-    bic = json.dumps({"decoder": "pil", "resize": "pil-bicubic", "color": "rgb"})
+    leaderboard adds that option back as 0, learned from the other model's stored rows (its
+    pipeline for that condition vs its reference pipeline), so both have the same options and
+    are ranked together; an option that is not the model's reference stays missing.  The
+    reference specs use bare names (an older store) and the condition pipelines full keys: they
+    compare as the same pipeline."""
+    bil = _spec(resize="pil-bilinear")
+    bic = _spec(resize="pil-bicubic")
 
     def r(model, cond, delta, ref):
+        pipe = ref if cond == "clean" else _spec(resize="resize/" + cond.split("/", 1)[1], decoder="decoder/pil")
         return {**row(model, cond, "clean" if cond == "clean" else "resize", delta=delta),
-                "suite": "resize", "reference_pipeline": ref}
+                "suite": "clean" if cond == "clean" else "resize", "pipeline": pipe, "reference_pipeline": ref}
 
     s = frame([r("bil", "clean", 0.0, bil), r("bic", "clean", 0.0, bic),
                r("bil", "resize/pil-bicubic", 0.03, bil), r("bil", "resize/cv2-nearest", 0.06, bil),
@@ -253,3 +261,115 @@ def test_own_reference_option_counts_as_zero_and_keeps_models_comparable():
     lb2 = L.build(s2)
     why = {(x.model, x.family): x.reason for x in lb2.apart.itertuples()}
     assert "missing 1 condition(s) (resize/cv2-nearest)" in why[("bic2", "resize")]
+
+
+def test_reference_option_rule_reads_only_what_the_rows_show():
+    """The rule learns what a condition sets from the pipelines of the models that ran it: a
+    two-stage condition (decoder + resize, as ImageNet-S pairs) is a model's reference option
+    only when its reference has *both* values; an attack (its pipeline is the reference one)
+    never is; rows without pipeline specs are left as they are."""
+    a_ref, b_ref = _spec(decoder="decoder/pil", resize="resize/pil-bilinear"), \
+        _spec(decoder="decoder/cv2", resize="resize/pil-bicubic")
+
+    def r(model, cond, fam, ref, pipe, delta=0.01):
+        return {**row(model, cond, fam, delta=delta), "suite": fam, "pipeline": pipe, "reference_pipeline": ref}
+
+    s = frame([r("a", "clean", "clean", a_ref, a_ref), r("b", "clean", "clean", b_ref, b_ref),
+               r("c", "clean", "clean", b_ref, b_ref),
+               # the pair "cv2+pil-bicubic": a ran it (both stages changed); it is b's own pipeline
+               r("a", "pair/cv2+pil-bicubic", "pair", a_ref, _spec(decoder="decoder/cv2", resize="resize/pil-bicubic")),
+               r("a", "pair/pil+cv2-area", "pair", a_ref, _spec(decoder="decoder/pil", resize="resize/cv2-area")),
+               r("b", "pair/pil+cv2-area", "pair", b_ref, _spec(decoder="decoder/pil", resize="resize/cv2-area")),
+               r("c", "pair/pil+cv2-area", "pair", b_ref, _spec(decoder="decoder/pil", resize="resize/cv2-area")),
+               # an attack that only a ran: pipeline == reference, so nothing shows it is b's option
+               r("a", "adv/pgd", "adv", a_ref, a_ref), r("b", "adv/x", "adv", b_ref, b_ref)])
+    out = L.with_reference_options(s)
+    added = out[out.reference_option]
+    assert sorted(zip(added.model, added.condition)) == [("b", "pair/cv2+pil-bicubic"), ("c", "pair/cv2+pil-bicubic")]
+    assert (added.delta_acc == 0).all() and (added.flip_rate == 0).all() and (added.family == "pair").all()
+    assert L.condition_changes(s[s.condition == "adv/pgd"]) is None
+    # a model whose reference matches only the resize half of the pair does not skip it
+    d_ref = _spec(decoder="decoder/pil", resize="resize/pil-bicubic")
+    s2 = frame([*s.to_dict("records"), r("d", "clean", "clean", d_ref, d_ref),
+                r("d", "pair/pil+cv2-area", "pair", d_ref, _spec(decoder="decoder/pil", resize="resize/cv2-area"))])
+    out2 = L.with_reference_options(s2)
+    assert not ((out2.model == "d") & out2.reference_option).any()
+    # no pipeline specs stored: nothing added
+    assert "reference_option" not in L.with_reference_options(s.drop(columns="pipeline"))
+
+
+def test_sections_are_data_and_renderers_share_them():
+    s = frame([row("a_x", "clean", "clean", top1=0.9), row("b_y", "clean", "clean", top1=0.8),
+               row("a_x", "resize/x", "resize", delta=0.01), row("b_y", "resize/x", "resize", delta=0.05),
+               row("z", "clean", "clean", fp="zz")])
+    lb = L.build(s)
+    names = [n for n, _, _ in L.sections(lb)]
+    assert names == ["overall", "clean", "resize", "not ranked"]
+    assert [n for n, _, _ in L.sections(lb, ["resize"])] == ["overall", "resize", "not ranked"]
+    for fmt, fn in L.RENDERERS.items():
+        assert L.render(lb, fmt) == fn(lb)
+    assert L.render_table(lb).startswith(L.header(lb) + "\n\n== overall (mean interval rank over families) ==\n")
+
+
+# ---------------------------------------------------------------------- from the store alone (real run)
+PAIR_SUITE = """name = "resize-pair"
+family = "resize"
+version = 1
+description = "two resize options; pil-bicubic is tf_efficientnet_lite0's own"
+
+[[conditions]]
+name = "cv2-area"
+resize = "cv2-area"
+
+[[conditions]]
+name = "pil-bicubic"
+resize = "pil-bicubic"
+"""
+
+
+def test_leaderboard_from_stored_data_alone_survives_suite_edits(tmp_path, capsys):
+    """Real run: mobilenet_v2 (bilinear) and tf_efficientnet_lite0 (bicubic) on a user suite of
+    two resize options, one of them lite0's own pipeline (skipped by the runner).  The leaderboard
+    counts it as lite0's ΔACC 0 option from the stored rows, so both models are ranked on the same
+    two options; editing and then deleting the suite file afterwards changes no byte of it."""
+    import robustbench_sys as rbs
+    from robustbench_sys import cli
+    from robustbench_sys.errors import UserError
+    from robustbench_sys.results.store import ResultsStore
+
+    suite = tmp_path / "resize-pair.toml"
+    suite.write_text(PAIR_SUITE)
+    out = tmp_path / "results"
+    try:
+        rbs.evaluate(["mobilenet_v2", "tf_efficientnet_lite0"], ["clean", str(suite)], "foolbox-demo", out,
+                     limit=4, workers=0, progress=False)
+    except UserError as e:
+        pytest.skip(f"cannot build a real results store here: {e}")
+    stored = ResultsStore(out).summaries()
+    assert ("tf_efficientnet_lite0", "resize/pil-bicubic") not in set(zip(stored.model, stored.condition))
+
+    def show():
+        got = {}
+        for fmt in L.FORMATS:
+            assert cli.main(["leaderboard", "--out", str(out), "--format", fmt]) == 0
+            got[fmt] = capsys.readouterr().out
+        return got
+
+    before = show()
+    lb = L.build(ResultsStore(out).summaries())
+    g = lb.families["resize"].set_index("model")
+    assert sorted(g.index) == ["mobilenet_v2", "tf_efficientnet_lite0"] and set(g.options) == {2}
+    assert lb.apart.empty, lb.apart.to_dict("records")
+    ref = L.with_reference_options(stored)
+    assert ref[ref.reference_option][["model", "condition", "delta_acc"]].values.tolist() == \
+        [["tf_efficientnet_lite0", "resize/pil-bicubic", 0.0]]
+    lite = stored[(stored.model == "tf_efficientnet_lite0") & (stored.condition == "resize/cv2-area")].iloc[0]
+    assert g.loc["tf_efficientnet_lite0", "mean ΔACC pp"] == pytest.approx(100 * lite.delta_acc / 2)
+    assert "tf_efficientnet_lite0" in before["table"] and "not ranked" not in before["table"]
+
+    # the suite file is edited after the run (other options, a new version), then deleted
+    suite.write_text(PAIR_SUITE.replace('resize = "pil-bicubic"', 'resize = "cv2-nearest"')
+                     .replace("version = 1", "version = 2"))
+    assert show() == before
+    suite.unlink()
+    assert show() == before

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from robustbench_sys import metrics
+from robustbench_sys.metrics import paired as metrics
 
 
 def test_wilson_interval_worked_example():

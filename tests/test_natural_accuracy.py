@@ -15,7 +15,7 @@ import torch
 
 import zoo
 from noises.natural import CORRUPTIONS, corrupt, oracle
-from robustbench_sys import metrics
+from robustbench_sys.metrics import paired as metrics
 from robustbench_sys.pipeline import Pipeline
 
 N, FIRST = 48, 100            # shared-sample images 100..147 (test_natural_faithful uses the first 3)
@@ -26,8 +26,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def setup(imagenet_sample, sample_rows):
-    if oracle.unavailable():
-        pytest.skip(oracle.unavailable())
+    why = oracle.unavailable()
+    if why:
+        pytest.skip(f"reference imagecorruptions oracle: {why}")
     card = zoo.get_card("mobilenet_v2")
     try:
         model = zoo.load_model(card)

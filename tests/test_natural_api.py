@@ -8,8 +8,18 @@ import pytest
 import torch
 
 import noises
-from noises.natural import (ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, CORRUPTIONS, EXTRA_CORRUPTIONS, GROUPS,
-                            SEVERITIES, corrupt, corrupt_batch, jpeg_imagenet_c)
+from noises.natural import (
+    ALL_CORRUPTIONS,
+    BENCHMARK_CORRUPTIONS,
+    CORRUPTIONS,
+    EXTRA_CORRUPTIONS,
+    GROUP_NAMES,
+    GROUPS,
+    SEVERITIES,
+    corrupt,
+    corrupt_batch,
+    jpeg_imagenet_c,
+)
 from noises.natural.weather import frost_unavailable
 
 KEYS = [f"natural/{n}-{s}" for n in ALL_CORRUPTIONS for s in SEVERITIES]
@@ -27,10 +37,51 @@ def crop(sample_jpegs) -> np.ndarray:
 
 
 def test_groups_and_lists():
-    assert len(BENCHMARK_CORRUPTIONS) == 15 and len(EXTRA_CORRUPTIONS) == 4
+    # written out on purpose: the lists derive from the @corruption metadata, and a new
+    # corruption must not join the 15-corruption benchmark without this test changing
+    assert BENCHMARK_CORRUPTIONS == ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
+                                     "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
+                                     "elastic_transform", "pixelate", "jpeg_compression")
+    assert EXTRA_CORRUPTIONS == ("speckle_noise", "gaussian_blur", "spatter", "saturate")
     assert sorted(sum(GROUPS.values(), ())) == sorted(ALL_CORRUPTIONS) == sorted(CORRUPTIONS)
-    assert set(GROUPS["extra"]) == set(EXTRA_CORRUPTIONS)
+    assert GROUPS["extra"] == EXTRA_CORRUPTIONS
+    assert GROUPS["blur"] == ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur")
     assert noises.list_noises("natural/*") == sorted(KEYS)
+
+
+def test_metadata_is_the_one_source():
+    extra_groups = {"speckle_noise": "noise", "gaussian_blur": "blur", "spatter": "weather", "saturate": "digital"}
+    for name, c in CORRUPTIONS.items():
+        assert c.group in GROUP_NAMES and c.benchmark == (name in BENCHMARK_CORRUPTIONS)
+        assert c.group == extra_groups.get(name, c.group)
+        if c.benchmark:
+            assert name in GROUPS[c.group]
+    for key in KEYS:
+        noise = noises.get(key)
+        name, sev = key.split("/")[1].rsplit("-", 1)
+        assert noise.tags == {"corruption": name, "severity": int(sev), "group": CORRUPTIONS[name].group,
+                              "benchmark": name in BENCHMARK_CORRUPTIONS}
+        assert noise.params["benchmark"] == noise.tags["benchmark"] and noise.params["group"] == noise.tags["group"]
+
+
+def test_corruption_decorator_requires_group_and_benchmark():
+    from noises.natural._common import corruption
+
+    with pytest.raises(TypeError, match="benchmark"):
+        corruption("new_one", "noise", [1, 2, 3, 4, 5])
+    with pytest.raises(ValueError, match="group 'extra'"):
+        corruption("new_one", group="extra", benchmark=False, params=[1, 2, 3, 4, 5])
+    with pytest.raises(TypeError, match="True or False"):
+        corruption("new_one", group="noise", benchmark=1, params=[1, 2, 3, 4, 5])
+    assert "new_one" not in CORRUPTIONS
+
+
+def test_register_tags_are_checked():
+    from noises.registry import register
+
+    with pytest.raises(TypeError, match="tag 'group'"):
+        register("natural", "never-registered", tags={"group": ["noise"]})
+    assert "natural/never-registered" not in noises.list_noises("natural/*")
 
 
 @pytest.mark.parametrize("key", KEYS)
@@ -98,9 +149,9 @@ def test_frost_draws_uniform_over_five_textures(crop):
     d = _frost_draws(x, 3, torch.Generator().manual_seed(0))
     counts = np.bincount(d["idx"], minlength=6)
     assert counts[5] == 0 and counts[:5].min() > 70          # frost6 is never used, as in the reference
-    for i, t, l in zip(d["idx"], d["tops"], d["lefts"]):
+    for i, t, left in zip(d["idx"], d["tops"], d["lefts"]):
         th, tw = frost_texture(i, 224, 224).shape[:2]
-        assert 0 <= t < th - 224 and 0 <= l < tw - 224
+        assert 0 <= t < th - 224 and 0 <= left < tw - 224
 
 
 def test_glass_shuffle_matches_the_reference_loop():

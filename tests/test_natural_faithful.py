@@ -26,9 +26,7 @@ import numpy as np
 import pytest
 import torch
 
-from noises.natural import ALL_CORRUPTIONS, CORRUPTIONS, SEVERITIES, corrupt
-from noises.natural import oracle
-from noises.natural import to_uint8
+from noises.natural import ALL_CORRUPTIONS, CORRUPTIONS, SEVERITIES, corrupt, oracle, to_uint8
 from noises.natural.weather import frost_texture, frost_unavailable, plasma_fractal
 
 IMAGES = 3
@@ -105,7 +103,8 @@ def legacy_draws(name, severity, img, seed) -> dict:
         return {"idx": [idx], "tops": [top], "lefts": [rs.randint(0, tw - W)]}
     if name == "fog":
         S = 1 << (max(H, W) - 1).bit_length()
-        return {"fractal": plasma_fractal(1, S, p[1], lambda shape, lo, hi: torch.from_numpy(rs.uniform(lo, hi, shape))[None])}
+        uniform = lambda shape, lo, hi: torch.from_numpy(rs.uniform(lo, hi, shape))[None]
+        return {"fractal": plasma_fractal(1, S, p[1], uniform)}
     if name == "snow":
         layer = torch.from_numpy(rs.normal(size=(H, W), loc=p[0], scale=p[1]))[None, None]
         return {"layer": layer, "angles": [rs.uniform(-135, -45)]}

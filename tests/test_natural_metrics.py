@@ -1,11 +1,11 @@
-"""Worked examples for robustbench_sys.natural_metrics (numbers computed by hand)."""
+"""Worked examples for robustbench_sys.metrics.natural (numbers computed by hand)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from robustbench_sys import natural_metrics as M
+from robustbench_sys.metrics import natural as M
 
 
 def test_ce_gaussian_noise_worked_example():

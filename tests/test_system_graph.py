@@ -1,8 +1,9 @@
 """Graph noises (stage ``graph``): changed deep copies, NotApplicable where the layer is absent.
 
-Applicable: torchvision ResNet-18 / GoogLeNet (stride-2 MaxPool2d; random init, seeded: the
-noise is about the graph, not the weights) on real images.  Not applicable: the real
-MobileNetV2 and EfficientNet-Lite0 from the zoo (no MaxPool2d, no Upsample).
+Applicable: torchvision ResNet-18 / GoogLeNet (stride-2 MaxPool2d) and a small neck with
+nn.Upsample (random init, seeded: the noise is about the graph, not the weights) on real images.
+Not applicable: the real MobileNetV2 and EfficientNet-Lite0 from the zoo (no MaxPool2d, no
+Upsample).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 from _deploy_helpers import eval_batch, zoo_model
+from _registry import registry_params
 from torch import nn
 
 import noises
@@ -71,18 +73,6 @@ def test_maxpool_ceil_not_applicable(name):
         noises.get("graph/maxpool-ceil")(model)
 
 
-@pytest.mark.parametrize("key", GRAPH)
-def test_graph_noise_never_silent_on_real_model(key):
-    """On the real MobileNetV2 every graph noise either changes the copy or says why not."""
-    model = zoo_model("mobilenet_v2")
-    try:
-        out = noises.get(key)(model)
-    except NotApplicable as e:
-        assert str(e) and "\n" not in str(e)
-        return
-    assert model_fingerprint(out) != model_fingerprint(model)
-
-
 class _Neck(nn.Module):
     """A tiny segmentation-style head: conv, 2x upsample, conv (the layer the noise swaps)."""
 
@@ -95,6 +85,69 @@ class _Neck(nn.Module):
 
     def forward(self, x):
         return self.head(self.up(self.down(x)))
+
+
+def _bn_stats_from(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Batch-norm running statistics of ``x`` (one cumulative pass), then eval mode: with the
+    default (mean 0, var 1) statistics a random-init GoogLeNet gives the same logits for every
+    image, and no change inside could reach them."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(x)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def layered_models(resnet18, sample_jpegs) -> dict[str, nn.Module]:
+    """Random-init (seeded) models that together have every layer a graph noise changes: a
+    stride-2 floor-mode MaxPool2d (ResNet-18), ceil-mode ones (GoogLeNet), nn.Upsample in
+    nearest and in bilinear mode (the segmentation-style neck)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    googlenet = torchvision.models.googlenet(aux_logits=False, init_weights=False)
+    googlenet = _bn_stats_from(googlenet, eval_batch(sample_jpegs)[8:])
+    return {"resnet18": resnet18, "googlenet": googlenet,
+            "neck-nearest": _Neck("nearest").eval(), "neck-bilinear": _Neck("bilinear").eval()}
+
+
+@pytest.mark.parametrize("key", registry_params("graph/*"))
+def test_graph_noise_never_silent(key, layered_models, sample_jpegs):
+    """Every graph noise applies to at least one model that has the layer it changes, and there
+    changes a copy (the input stays as it was) and the outputs on real images; on the others it
+    raises NotApplicable with a one-line reason, never a silent no-op."""
+    x = eval_batch(sample_jpegs)[:2]
+    applied = []
+    for name, model in layered_models.items():
+        before = model_fingerprint(model)
+        try:
+            out = noises.get(key)(model)
+        except NotApplicable as e:
+            assert str(e) and "\n" not in str(e), (key, name)
+            continue
+        applied.append(name)
+        assert out is not model and model_fingerprint(model) == before, (key, name)
+        assert model_fingerprint(out) != before, (key, name)
+        with torch.inference_mode():
+            a, b = model(x), out(x)
+        assert a.shape == b.shape and (a - b).abs().max() > 1e-3, (key, name)
+    assert applied, f"{key} applies to none of {sorted(layered_models)}: add a model with the layer it changes"
+
+
+@pytest.mark.parametrize("key", registry_params("graph/*"))
+def test_graph_noise_not_applicable_on_mobilenet_v2(key):
+    """The real MobileNetV2 has none of the layers the graph noises change: each one says so."""
+    model = zoo_model("mobilenet_v2")
+    assert not [m for m in model.modules() if isinstance(m, (nn.MaxPool2d, nn.Upsample))]
+    before = model_fingerprint(model)
+    with pytest.raises(NotApplicable) as e:
+        noises.get(key)(model)
+    assert str(e.value) and "\n" not in str(e.value)
+    assert model_fingerprint(model) == before
 
 
 @pytest.mark.parametrize("src,dst", [("nearest", "bilinear"), ("bilinear", "nearest")])

@@ -1,6 +1,5 @@
 """Isolated Pillow builds through the worker process: round trips, differences, build errors."""
 
-import io
 import time
 
 import numpy as np

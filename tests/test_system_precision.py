@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _deploy_helpers import (N_CALIB, calib_files, compare, eval_batch, make_ctx, reference_logits,
-                             zoo_model)
+from _deploy_helpers import N_CALIB, calib_files, compare, eval_batch, make_ctx, reference_logits, zoo_model
+from _registry import needs, registry_params, settings_of
 
 import noises
 from noises.system.deploy import DeployContext, Deployed, model_fingerprint
@@ -19,6 +19,16 @@ PRECISIONS = noises.list_noises("precision/*")
 MEASURABLE = 1e-2
 #: ... and keep most top-1 predictions on the real images
 MIN_TOP1_AGREE = 0.75
+
+
+def _settings(key: str) -> dict:
+    """Defaults overridden by the noise's own ``test_settings``."""
+    return settings_of(key, exact=False,         # equals eager exactly (the reference precision)
+                       calibrated=False,         # static int8: needs DeployContext.calibration
+                       min_change=MEASURABLE, min_top1_agree=MIN_TOP1_AGREE, min_logit_corr=0.95)
+
+
+CALIBRATED = [k for k in PRECISIONS if _settings(k)["calibrated"]]
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +52,15 @@ def test_calibration_is_disjoint_from_evaluation(setup, sample_jpegs):
     assert not {str(p) for p in sample_jpegs} & set(files)
 
 
-@pytest.mark.parametrize("key", PRECISIONS)
+def test_settings_are_consistent():
+    assert [k for k in PRECISIONS if _settings(k)["exact"]] == ["precision/fp32"]
+    assert CALIBRATED and all(noises.get(k).params["dtype"] == "int8" for k in CALIBRATED)
+
+
+@pytest.mark.parametrize("key", registry_params("precision/*"))
 def test_precision_vs_fp32(key, setup):
     noise = noises.get(key)
-    why = noise.available()
-    if why:
-        pytest.skip(f"{key}: {why}")
+    s = _settings(key)
     model, x, files, ref = setup
     ctx = make_ctx(x, files)
     before = model_fingerprint(model)
@@ -58,34 +71,31 @@ def test_precision_vs_fp32(key, setup):
     assert model_fingerprint(model) == before, "deploy must not modify the model"
     c = compare(ref, out)
     print(f"{key}: {c} settings={run.info['settings']}")
-    if key == "precision/fp32":
+    if s["exact"]:
         assert c["max_abs"] == 0.0
         return
-    assert c["max_abs"] > MEASURABLE, c
-    assert c["top1_agree"] >= MIN_TOP1_AGREE, c
+    assert c["max_abs"] > s["min_change"], c
+    assert c["top1_agree"] >= s["min_top1_agree"], c
     # the logits are still the same model's: strongly correlated with the reference
     corr = torch.corrcoef(torch.stack([ref.flatten(), out.flatten()]))[0, 1]
-    assert corr > 0.95, (corr, c)
-    if key.startswith("precision/int8"):
+    assert corr > s["min_logit_corr"], (corr, c)
+    if s["calibrated"]:
         info = run.info
         assert info["calibration_images"] == N_CALIB
         assert info["calibration_batches"] == -(-N_CALIB // 8)
         assert info["calibration_id"] == ctx.calibration_id
 
 
-@pytest.mark.parametrize("key", ["precision/int8-ort-qdq", "precision/int8-pt2e-eager"])
+@pytest.mark.parametrize("key", registry_params(CALIBRATED))
 def test_int8_without_calibration_says_what_to_do(key, setup):
-    if noises.get(key).available():
-        pytest.skip(noises.get(key).available())
     model, x, _, _ = setup
     with pytest.raises(ValueError, match="needs calibration data"):
         noises.get(key)(model, DeployContext(example_input=x[:2]))
 
 
+@needs("precision/int8-ort-qdq")
 def test_int8_ort_qdq_is_cached_per_calibration_set(setup):
     key = "precision/int8-ort-qdq"
-    if noises.get(key).available():
-        pytest.skip(noises.get(key).available())
     model, x, files, _ = setup
     a = noises.get(key)(model, make_ctx(x, files)).info
     b = noises.get(key)(model, make_ctx(x, files)).info

@@ -4,12 +4,11 @@ import io
 
 import numpy as np
 import pytest
+from _registry import registry_params
 from PIL import Image
 
 import noises
 from robustbench_sys.pipeline import Pipeline
-
-RESIZES = [k for k in noises.list_noises("resize/*") if noises.get(k).available() is None]
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +16,7 @@ def real_image(sample_jpegs):
     return noises.get("decoder/pil")(sample_jpegs[0].read_bytes())
 
 
-@pytest.mark.parametrize("key", RESIZES)
+@pytest.mark.parametrize("key", registry_params("resize/*"))
 def test_resize_geometry_and_closeness(key, real_image):
     h, w = real_image.shape[:2]
     size = Pipeline().target_size(w, h)

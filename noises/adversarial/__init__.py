@@ -31,8 +31,8 @@ Transfer attacks: :func:`transfer_attack`.
 
 from noises.adversarial import autoattack, cw_l2, deepfool, fgsm, mim, pgd_l2, pgd_linf, square  # noqa: F401  (registers)
 from noises.adversarial.base import Attack, AttackResult, NormalizedModel, perturbation_norm
-from noises.adversarial.suites import SUITES, get_suite
+from noises.adversarial.suites import SUITES, attack_grid
 from noises.adversarial.transfer import TransferResult, predict, transfer_attack
 
-__all__ = ["Attack", "AttackResult", "NormalizedModel", "SUITES", "TransferResult", "get_suite",
+__all__ = ["Attack", "AttackResult", "NormalizedModel", "SUITES", "TransferResult", "attack_grid",
            "perturbation_norm", "predict", "transfer_attack"]

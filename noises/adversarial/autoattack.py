@@ -7,7 +7,8 @@ from noises.adversarial.base import Attack, register_attack
 
 @register_attack
 class AutoAttackStandard(Attack):
-    """AutoAttack standard: APGD-CE, APGD-T, FAB-T and Square in sequence, each on the images still classified correctly.
+    """AutoAttack standard: APGD-CE, APGD-T, FAB-T and Square in sequence, each on the images still \
+classified correctly.
 
     Arguments:
         eps (float): budget (required), e.g. 4/255 for RobustBench ImageNet L∞.
@@ -36,6 +37,7 @@ class AutoAttackStandard(Attack):
     norm = "Linf"
     defaults = {"norm": "Linf", "steps": 100, "n_target_classes": 9, "n_queries": 5000}
     reference = "Croce & Hein 2020 (auto-attack, version='standard'); RobustBench"
+    test_params = dict(eps=0.3, steps=10, n_queries=100)
     needs_n_classes = True
 
     def check_params(self, params):

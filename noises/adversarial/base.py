@@ -52,12 +52,17 @@ class NormalizedModel(nn.Module):
     ``train(True)`` raises: attacks and the evaluator must see the same deterministic
     function (dropout / batch-norm statistics frozen)."""
 
+    model: nn.Module
+    mean: torch.Tensor  # buffers registered in __init__
+    std: torch.Tensor
+
     def __init__(self, model: nn.Module, mean, std):
         super().__init__()
         mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
         std = torch.as_tensor(std, dtype=torch.float32).flatten()
         if mean.numel() != std.numel() or mean.numel() == 0:
-            raise ValueError(f"NormalizedModel: mean {mean.tolist()} and std {std.tolist()} must have one value per channel")
+            raise ValueError(f"NormalizedModel: mean {mean.tolist()} and std {std.tolist()} "
+                             "must have one value per channel")
         if (std <= 0).any():
             raise ValueError(f"NormalizedModel: std must be positive, got {std.tolist()}")
         self.model = model
@@ -94,7 +99,7 @@ class AttackResult(NamedTuple):
 
 
 def _versions() -> dict:
-    out = {"torch": torch.__version__}
+    out: dict[str, str | None] = {"torch": torch.__version__}
     try:
         import torchattacks
 
@@ -138,6 +143,8 @@ class Attack:
             (the attack counts as failed for them at that budget).
         defaults (dict): published hyper-parameters (every accepted parameter but eps).
         reference (str): where the defaults come from.
+        test_params (dict): fast parameters for the test suite only (read by tests, never by
+            the tools).
 
     and implement ``build(model, eps, params, n_classes) -> torchattacks.Attack`` (``n_classes``
     is 0 unless ``needs_n_classes``).
@@ -149,6 +156,9 @@ class Attack:
     bounded: bool = True
     defaults: dict = {}
     reference: str = ""
+    #: small budget for the test suite only (eps included for bounded attacks; MNIST-scale, a few
+    #: seconds on 2 cores); every registered attack sets it.  Never used by the tools.
+    test_params: dict | None = None
     #: build() gets the model's number of classes (costs one forward pass of one image)
     needs_n_classes: bool = False
 
@@ -242,7 +252,7 @@ def register_attack(cls: type[Attack]) -> type[Attack]:
     from noises.registry import register
 
     inst = cls()
-    register("adversarial", cls.name, stage="attack",
+    register("adversarial", cls.name,
              description=(cls.__doc__ or "").strip().split("\n")[0],
              params={"norm": cls.norm, "threat": cls.threat, "bounded": cls.bounded, **cls.defaults},
              available=_available, versions=_versions)(inst)

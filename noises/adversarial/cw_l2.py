@@ -32,6 +32,7 @@ class CWL2(Attack):
     bounded = False
     defaults = {"c": 1.0, "kappa": 0.0, "steps": 50, "lr": 0.01}
     reference = "Carlini & Wagner 2017; torchattacks.CW defaults"
+    test_params = dict(steps=30, c=10.0, lr=0.1)
 
     def check_params(self, params):
         if int(params["steps"]) < 1 or not float(params["c"]) > 0:

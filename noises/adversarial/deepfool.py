@@ -42,13 +42,13 @@ class DeepFool(Attack):
     bounded = False
     defaults = {"steps": 50, "overshoot": 0.02}
     reference = "Moosavi-Dezfooli et al. 2016; torchattacks.DeepFool"
+    test_params = dict(steps=10)
 
     def check_params(self, params):
         if int(params["steps"]) < 1 or float(params["overshoot"]) < 0:
             raise ValueError(f"attack {self.name!r}: steps must be >= 1 and overshoot >= 0, got {params}")
 
     def build(self, model, eps, params, n_classes):
-        import torchattacks
 
         return _reference_step_class()(model, steps=int(params["steps"]), overshoot=float(params["overshoot"]))
 

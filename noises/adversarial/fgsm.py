@@ -26,6 +26,7 @@ class FGSM(Attack):
     norm = "Linf"
     defaults: dict = {}
     reference = "Goodfellow et al. 2015; torchattacks.FGSM"
+    test_params = dict(eps=0.3)
 
     def build(self, model, eps, params, n_classes):
         import torchattacks

@@ -29,6 +29,7 @@ class MIMLinf(Attack):
     norm = "Linf"
     defaults = {"steps": 10, "rel_stepsize": 0.1, "decay": 1.0}
     reference = "Dong et al. 2018; torchattacks.MIFGSM"
+    test_params = dict(eps=0.3, steps=10)
 
     def check_params(self, params):
         rel_step(self.name, params)

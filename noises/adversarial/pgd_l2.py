@@ -30,6 +30,7 @@ class PGDL2(Attack):
     norm = "L2"
     defaults = {"steps": 10, "rel_stepsize": 0.2, "random_start": True}
     reference = "Madry et al. 2018; torchattacks.PGDL2"
+    test_params = dict(eps=2.0, steps=10)
 
     def check_params(self, params):
         rel_step(self.name, params)

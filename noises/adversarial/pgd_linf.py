@@ -31,6 +31,7 @@ class PGDLinf(Attack):
     norm = "Linf"
     defaults = {"steps": 10, "rel_stepsize": 0.25, "random_start": True}
     reference = "Madry et al. 2018; torchattacks.PGD"
+    test_params = dict(eps=0.3, steps=10)
 
     def check_params(self, params):
         rel_step(self.name, params)

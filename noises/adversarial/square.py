@@ -31,6 +31,7 @@ class SquareLinf(Attack):
     threat = "black-box"
     defaults = {"n_queries": 5000, "n_restarts": 1, "p_init": 0.8, "loss": "margin"}
     reference = "Andriushchenko et al. 2020; AutoAttack's settings; torchattacks.Square"
+    test_params = dict(eps=0.3, n_queries=150)
 
     def check_params(self, params):
         if int(params["n_queries"]) < 1 or params["loss"] not in ("margin", "ce"):

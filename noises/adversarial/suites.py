@@ -34,7 +34,7 @@ SUITES: dict[str, list[tuple[str, dict]]] = {
 SUITES["robustart"] = SUITES["robustart-linf"] + SUITES["robustart-l2"]
 
 
-def get_suite(name: str) -> list[tuple[str, dict]]:
+def attack_grid(name: str) -> list[tuple[str, dict]]:
     """A copy of suite ``name``'s entries (mutating it leaves :data:`SUITES` intact)."""
     if name not in SUITES:
         raise KeyError(f"unknown attack suite {name!r}; valid choices: {', '.join(sorted(SUITES))}")

@@ -20,17 +20,22 @@ API
 ``corrupt_batch(x, name, severity, generator=None) -> tensor``
     (N, 3, H, W) float in [0, 1] -> same shape, dtype and device, in [0, 1] (not quantised).
     ``generator``: a ``torch.Generator`` on x's device; None means seed 0 (reproducible).
-``GROUPS`` ("noise", "blur", "weather", "digital": ImageNet-C's 15; "extra": the 4 held-out
-ones), ``BENCHMARK_CORRUPTIONS`` (the 15, in the paper's order), ``EXTRA_CORRUPTIONS``,
-``ALL_CORRUPTIONS``, ``CORRUPTIONS`` (name -> :class:`Corruption`: group, parameters, fn).
+``GROUPS`` ("noise", "blur", "weather", "digital": ImageNet-C's 15 by group; "extra": the 4
+held-out ones), ``BENCHMARK_CORRUPTIONS`` (the 15, in the paper's order), ``EXTRA_CORRUPTIONS``,
+``ALL_CORRUPTIONS``, ``CORRUPTIONS`` (name -> :class:`Corruption`: group, benchmark, parameters,
+fn).  All lists derive from each corruption's ``@corruption(name, group=..., benchmark=...)``
+(``group`` in :data:`GROUP_NAMES`, also for the extra ones: speckle_noise is a noise, spatter
+weather...; ``benchmark`` True for the 15), so a new corruption is added in one place.
 
 Registry
 --------
 Every corruption and severity is registered as ``natural/<name>-<severity>`` (e.g.
-``natural/gaussian_noise-3``), stage ``corrupt``.  The severity is bound by the name, so the
-registered function is ``fn(img, severity=None, rng=None) -> img``: ``img`` HxWx3 uint8,
-``severity`` may be omitted (or must equal the bound one; it is accepted only to keep the
-``corrupt`` stage signature of :mod:`noises`), ``rng`` a ``numpy.random.Generator`` whose next
+``natural/gaussian_noise-3``), stage ``corrupt``, with tags ``corruption``, ``severity``,
+``group`` and ``benchmark`` (what a suite's ``[sweep] where = { benchmark = true }`` selects).
+The severity is bound by the name, so the registered function is
+``fn(img, severity=None, rng=None) -> img``: ``img`` HxWx3 uint8, ``severity`` may be omitted
+(or must equal the bound one; it is accepted only to keep the ``corrupt`` stage signature of
+:mod:`noises`), ``rng`` a ``numpy.random.Generator`` whose next
 63-bit integer seeds the torch generator (None: seed 0).  The pipeline calls ``fn(img)``.
 
 Deviations from the reference (see docs in each module): random draws come from torch
@@ -47,27 +52,29 @@ import numpy as np
 import torch
 
 from noises.natural import blur, digital, noise, weather  # noqa: F401  (define the corruptions)
-from noises.natural._common import CORRUPTIONS, Corruption, default_generator
+from noises.natural._common import CORRUPTIONS, GROUP_NAMES, Corruption, default_generator
 from noises.natural.digital import jpeg_roundtrip
 from noises.natural.weather import frost_dir, frost_unavailable
 from noises.registry import register
 
-BENCHMARK_CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
-                         "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
-                         "elastic_transform", "pixelate", "jpeg_compression")
-EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+
+def _in_paper_order(names) -> tuple[str, ...]:
+    """ImageNet-C's order: by group (noise, blur, weather, digital), then definition order."""
+    return tuple(sorted(names, key=lambda n: GROUP_NAMES.index(CORRUPTIONS[n].group)))  # stable sort
+
+
+# every list below derives from the ``group`` / ``benchmark`` of the @corruption decorators
+# (one source; a new corruption joins the benchmark only by saying ``benchmark=True``)
+BENCHMARK_CORRUPTIONS = _in_paper_order(n for n, c in CORRUPTIONS.items() if c.benchmark)
+EXTRA_CORRUPTIONS = _in_paper_order(n for n, c in CORRUPTIONS.items() if not c.benchmark)
 ALL_CORRUPTIONS = BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
-GROUPS = {
-    "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
-    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
-    "weather": ("snow", "frost", "fog", "brightness"),
-    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression"),
-    "extra": EXTRA_CORRUPTIONS,
-}
+GROUPS = {**{g: tuple(n for n in BENCHMARK_CORRUPTIONS if CORRUPTIONS[n].group == g) for g in GROUP_NAMES},
+          "extra": EXTRA_CORRUPTIONS}
 SEVERITIES = (1, 2, 3, 4, 5)
 
 __all__ = ["ALL_CORRUPTIONS", "BENCHMARK_CORRUPTIONS", "CORRUPTIONS", "Corruption", "EXTRA_CORRUPTIONS",
-           "GROUPS", "SEVERITIES", "corrupt", "corrupt_batch", "frost_dir", "jpeg_imagenet_c", "versions"]
+           "GROUP_NAMES", "GROUPS", "SEVERITIES", "corrupt", "corrupt_batch", "frost_dir", "jpeg_imagenet_c",
+           "versions"]
 
 
 def _lookup(name: str) -> Corruption:
@@ -180,8 +187,9 @@ def _registered(name: str, bound: int):
 for _name in ALL_CORRUPTIONS:
     for _s in SEVERITIES:
         _c = CORRUPTIONS[_name]
-        register("natural", f"{_name}-{_s}", stage="corrupt",
+        register("natural", f"{_name}-{_s}",
                  params={"corruption": _name, "severity": _s, "group": _c.group,
-                         "benchmark": _name in BENCHMARK_CORRUPTIONS, "values": repr(_c.params[_s - 1])},
+                         "benchmark": _c.benchmark, "values": repr(_c.params[_s - 1])},
+                 tags={**_c.tags, "severity": _s},
                  available=frost_unavailable if _name == "frost" else None,
                  versions=versions)(_registered(_name, _s))

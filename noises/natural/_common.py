@@ -16,13 +16,16 @@ Conventions of every corruption function ``f(x, severity, generator=None, **draw
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+#: ImageNet-C's corruption groups, in the paper's order (the order of the lists derived from them)
+GROUP_NAMES = ("noise", "blur", "weather", "digital")
 
 
 @dataclass(frozen=True)
@@ -34,19 +37,37 @@ class Corruption:
     random: bool                    # whether the output depends on random draws
     sampler: Callable | None = None  # sample(x, severity, generator) -> dict of draws
     doc: str = field(default="", compare=False)
+    #: one of ImageNet-C's 15 benchmark corruptions (mCE); False for the held-out extra ones
+    benchmark: bool = False
+
+    @property
+    def tags(self) -> dict:
+        """Selection metadata of the registered ``natural/<name>-<severity>`` noises."""
+        return {"corruption": self.name, "group": self.group, "benchmark": self.benchmark}
 
 
 CORRUPTIONS: dict[str, Corruption] = {}
 
 
-def corruption(name: str, group: str, params, *, sampler=None, random: bool = True):
-    """Decorator adding ``fn`` to :data:`CORRUPTIONS` (one entry per corruption)."""
+def corruption(name: str, group: str, params, *, benchmark: bool, sampler=None, random: bool = True):
+    """Decorator adding ``fn`` to :data:`CORRUPTIONS` (one entry per corruption).
+
+    ``group``: one of :data:`GROUP_NAMES`; ``benchmark``: whether the corruption is one of the
+    15 ImageNet-C benchmark corruptions (the ``imagenet-c`` suite and mCE) or an extra one
+    (``imagenet-c-extra``).  Required, so that a new corruption never joins the benchmark by
+    default.  In a module, define corruptions in the paper's order within their group: the
+    exported lists (``BENCHMARK_CORRUPTIONS``, ``GROUPS``...) follow group, then definition order.
+    """
+    if group not in GROUP_NAMES:
+        raise ValueError(f"corruption {name}: group {group!r} is not one of {GROUP_NAMES}")
+    if not isinstance(benchmark, bool):
+        raise TypeError(f"corruption {name}: benchmark must be True or False, got {benchmark!r}")
 
     def deco(fn):
         if name in CORRUPTIONS:
             raise ValueError(f"corruption {name} defined twice")
         CORRUPTIONS[name] = Corruption(name, group, fn, tuple(params), random, sampler,
-                                       (fn.__doc__ or "").strip().split("\n")[0])
+                                       (fn.__doc__ or "").strip().split("\n")[0], benchmark)
         return fn
 
     return deco
@@ -65,7 +86,7 @@ def default_generator(device) -> torch.Generator:
     return torch.Generator(device=torch.device(device)).manual_seed(0)
 
 
-def _gen(x: torch.Tensor, generator):
+def generator_for(x: torch.Tensor, generator):
     return generator if generator is not None else default_generator(x.device)
 
 

@@ -3,17 +3,17 @@ gaussian_blur (one of the four extra corruptions).  Parameters: imagecorruptions
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
 
 from noises.natural._common import CORRUPTIONS as _P
-from noises.natural._common import (_gen, clipped_zoom, corruption, filter2d, gaussian, motion_blur as _motion,
-                                    param, rand)
+from noises.natural._common import clipped_zoom, corruption, filter2d, gaussian, generator_for, param, rand
+from noises.natural._common import motion_blur as _motion
 
 
-@lru_cache(maxsize=None)
+@cache
 def disk_kernel(radius: int, alias_blur: float) -> np.ndarray:
     """The reference's anti-aliased disk: an aliased disk of ``radius`` (17x17 up to radius 8)
     smoothed by cv2.GaussianBlur (3x3, or 5x5 above radius 8; sigma ``alias_blur``)."""
@@ -27,7 +27,8 @@ def disk_kernel(radius: int, alias_blur: float) -> np.ndarray:
     return cv2.GaussianBlur(d, ksize=ksize, sigmaX=alias_blur)
 
 
-@corruption("defocus_blur", "blur", [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)], random=False)
+@corruption("defocus_blur", group="blur", benchmark=True,
+            params=[(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)], random=False)
 def defocus_blur(x, severity, generator=None):
     """Defocus: correlation with an anti-aliased disk of radius 3 .. 10 px (cv2.filter2D,
     reflect-101 border)."""
@@ -39,7 +40,7 @@ def defocus_blur(x, severity, generator=None):
 def _glass_offsets(x, severity, generator=None):
     _, d, iters = param(_P["glass_blur"], severity)
     N, _, H, W = x.shape
-    g = _gen(x, generator)
+    g = generator_for(x, generator)
     # one (dx, dy) pair per visited pixel, in the reference's loop order
     return {"offsets": torch.randint(-d, d, (N, iters, max(H - 2 * d, 0), max(W - 2 * d, 0), 2),
                                      generator=g, device=x.device)}
@@ -79,7 +80,8 @@ def glass_shuffle(u: torch.Tensor, d: int, offsets: torch.Tensor) -> torch.Tenso
     return flat.gather(2, g.view(N, 1, -1).expand(N, C, H * W)).view(N, C, H, W)
 
 
-@corruption("glass_blur", "blur", [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)],
+@corruption("glass_blur", group="blur", benchmark=True,
+            params=[(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)],
             sampler=_glass_offsets)
 def glass_blur(x, severity, generator=None, offsets=None):
     """Glass: Gaussian blur (sigma), `iterations` passes of local pixel shuffling within
@@ -94,10 +96,11 @@ def glass_blur(x, severity, generator=None, offsets=None):
 
 
 def _motion_angles(x, severity, generator=None):
-    return {"angles": (rand((x.shape[0],), x, _gen(x, generator)) * 90 - 45).tolist()}
+    return {"angles": (rand((x.shape[0],), x, generator_for(x, generator)) * 90 - 45).tolist()}
 
 
-@corruption("motion_blur", "blur", [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)], sampler=_motion_angles)
+@corruption("motion_blur", group="blur", benchmark=True,
+            params=[(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)], sampler=_motion_angles)
 def motion_blur(x, severity, generator=None, angles=None):
     """Motion: one-sided Gaussian streak (radius, sigma) = (10, 3) .. (20, 15) px at a random
     angle in [-45, 45] degrees per image, edge-replicated shifts (the reference's Wand-free
@@ -108,8 +111,9 @@ def motion_blur(x, severity, generator=None, angles=None):
     return torch.clamp(_motion(x * 255, radius, sigma, angles), 0, 255)
 
 
-@corruption("zoom_blur", "blur", [np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.02),
-                                  np.arange(1, 1.26, 0.02), np.arange(1, 1.31, 0.03)], random=False)
+@corruption("zoom_blur", group="blur", benchmark=True,
+            params=[np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.02),
+                    np.arange(1, 1.26, 0.02), np.arange(1, 1.31, 0.03)], random=False)
 def zoom_blur(x, severity, generator=None):
     """Zoom: mean of the image and its centre zooms by the factors 1 .. 1.1 (step .01) up to
     1 .. 1.3 (step .03), each cropped top-left to the image size (as imagecorruptions does);
@@ -124,7 +128,8 @@ def zoom_blur(x, severity, generator=None):
     return (torch.clamp(y, 0, 1) * 255).to(x.dtype)
 
 
-@corruption("gaussian_blur", "extra", [1, 2, 3, 4, 6], random=False)
+@corruption("gaussian_blur", group="blur", benchmark=False,
+            params=[1, 2, 3, 4, 6], random=False)
 def gaussian_blur(x, severity, generator=None):
     """Gaussian blur with sigma 1 .. 6 px (skimage.filters.gaussian, 'nearest' border)."""
     return torch.clamp(gaussian(x, param(_P["gaussian_blur"], severity)), 0, 1) * 255

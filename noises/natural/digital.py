@@ -10,11 +10,21 @@ import numpy as np
 import torch
 
 from noises.natural._common import CORRUPTIONS as _P
-from noises.natural._common import _gen, corruption, gaussian_kernel1d, hsv2rgb, param, rand, rgb2hsv
-from noises.natural._common import sep_filter, to_u8
+from noises.natural._common import (
+    corruption,
+    gaussian_kernel1d,
+    generator_for,
+    hsv2rgb,
+    param,
+    rand,
+    rgb2hsv,
+    sep_filter,
+    to_u8,
+)
 
 
-@corruption("contrast", "digital", [0.4, .3, .2, .1, .05], random=False)
+@corruption("contrast", group="digital", benchmark=True,
+            params=[0.4, .3, .2, .1, .05], random=False)
 def contrast(x, severity, generator=None):
     """Contrast: (x - mean) * c + mean per image and channel, c = 0.4 .. 0.05."""
     c = param(_P["contrast"], severity)
@@ -25,7 +35,7 @@ def contrast(x, severity, generator=None):
 # ------------------------------------------------------------------------------------ elastic
 def _elastic_draws(x, severity, generator=None):
     N, _, H, W = x.shape
-    g = _gen(x, generator)
+    g = generator_for(x, generator)
     mx = H * 0.005
     return {"dx": rand((N, 1, H, W), x, g) * (2 * mx) - mx, "dy": rand((N, 1, H, W), x, g) * (2 * mx) - mx}
 
@@ -53,7 +63,8 @@ def _bilinear_reflect(img: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor) -> 
     return (1 - ty) * ((1 - tx) * at(ya, xa) + tx * at(ya, xb)) + ty * ((1 - tx) * at(yb, xa) + tx * at(yb, xb))
 
 
-@corruption("elastic_transform", "digital", [250 * 0.05, 250 * 0.065, 250 * 0.085, 250 * 0.1, 250 * 0.12],
+@corruption("elastic_transform", group="digital", benchmark=True,
+            params=[250 * 0.05, 250 * 0.065, 250 * 0.085, 250 * 0.1, 250 * 0.12],
             sampler=_elastic_draws)
 def elastic_transform(x, severity, generator=None, dx=None, dy=None):
     """Elastic: displace pixels by uniform noise in +-0.005 H, Gaussian-smoothed (sigma 0.01 H,
@@ -101,7 +112,8 @@ def _pil_pass(u: torch.Tensor, m: np.ndarray, dim: int) -> torch.Tensor:
     return torch.floor((s + (1 << 21)) / (1 << 22)).clamp(0, 255)
 
 
-@corruption("pixelate", "digital", [0.6, 0.5, 0.4, 0.3, 0.25], random=False)
+@corruption("pixelate", group="digital", benchmark=True,
+            params=[0.6, 0.5, 0.4, 0.3, 0.25], random=False)
 def pixelate(x, severity, generator=None):
     """Pixelate: Pillow BOX downscale by c = 0.6 .. 0.25, NEAREST upscale back (Pillow's
     8-bit fixed-point arithmetic reproduced; input rounded to uint8 first)."""
@@ -127,7 +139,7 @@ def _pixelate_pil(u: torch.Tensor, small: tuple[int, int]) -> torch.Tensor:
     out = np.empty_like(arr)
     for i, im in enumerate(arr):
         pim = Image.fromarray(im[..., 0] if C == 1 else im)
-        res = np.asarray(pim.resize(small, Image.BOX).resize((W, H), Image.NEAREST))
+        res = np.asarray(pim.resize(small, Image.Resampling.BOX).resize((W, H), Image.Resampling.NEAREST))
         out[i] = res[..., None] if C == 1 else res
     return torch.from_numpy(out).permute(0, 3, 1, 2)
 
@@ -148,14 +160,16 @@ def jpeg_roundtrip(x: torch.Tensor, quality: int) -> torch.Tensor:
     return torch.as_tensor(np.stack(out)).permute(0, 3, 1, 2).to(device=x.device, dtype=x.dtype)
 
 
-@corruption("jpeg_compression", "digital", [25, 18, 15, 10, 7], random=False)
+@corruption("jpeg_compression", group="digital", benchmark=True,
+            params=[25, 18, 15, 10, 7], random=False)
 def jpeg_compression(x, severity, generator=None):
     """JPEG compression with quality 25 .. 7 (Pillow; on the CPU, one image at a time)."""
     return jpeg_roundtrip(x, param(_P["jpeg_compression"], severity))
 
 
 # ------------------------------------------------------------------------------------ saturate
-@corruption("saturate", "extra", [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)], random=False)
+@corruption("saturate", group="digital", benchmark=False,
+            params=[(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)], random=False)
 def saturate(x, severity, generator=None):
     """Saturation: HSV saturation * a + b, (a, b) = (0.3, 0) .. (20, 0.2)."""
     a, b = param(_P["saturate"], severity)

@@ -19,7 +19,8 @@ WORKER = Path(__file__).resolve().with_name("_oracle_worker.py")
 
 
 def venv_python() -> Path:
-    root = os.environ.get("ROBUSTBENCH_SYS_IC_VENV") or Path(__file__).resolve().parents[2] / ".venvs" / "imagecorruptions"
+    root = (os.environ.get("ROBUSTBENCH_SYS_IC_VENV")
+            or Path(__file__).resolve().parents[2] / ".venvs" / "imagecorruptions")
     return Path(root) / "bin" / "python"
 
 
@@ -27,7 +28,8 @@ def unavailable() -> str | None:
     """None when the oracle venv is usable, else a one-line reason."""
     py = venv_python()
     if not py.is_file():
-        return f"imagecorruptions oracle venv not found ({py}): run scripts/setup.sh (fragment 50-imagecorruptions-oracle.sh)"
+        return (f"imagecorruptions oracle venv not found ({py}): "
+                "run scripts/setup.sh (fragment 50-imagecorruptions-oracle.sh)")
     return None
 
 

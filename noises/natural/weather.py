@@ -17,8 +17,18 @@ import numpy as np
 import torch
 
 from noises.natural._common import CORRUPTIONS as _P
-from noises.natural._common import (_gen, clipped_zoom, corruption, gaussian, hsv2rgb, motion_blur, param, rand,
-                                    randn, rgb2hsv)
+from noises.natural._common import (
+    clipped_zoom,
+    corruption,
+    gaussian,
+    generator_for,
+    hsv2rgb,
+    motion_blur,
+    param,
+    rand,
+    randn,
+    rgb2hsv,
+)
 
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
 
@@ -27,14 +37,15 @@ FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.j
 def _snow_draws(x, severity, generator=None):
     loc, scale = param(_P["snow"], severity)[:2]
     N, _, H, W = x.shape
-    g = _gen(x, generator)
+    g = generator_for(x, generator)
     layer = randn((N, 1, H, W), x, g) * scale + loc
     return {"layer": layer, "angles": (rand((N,), x, g) * 90 - 135).tolist()}
 
 
-@corruption("snow", "weather", [(0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
-                                (0.55, 0.3, 4, 0.9, 12, 8, 0.7), (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
-                                (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)], sampler=_snow_draws)
+@corruption("snow", group="weather", benchmark=True,
+            params=[(0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
+                    (0.55, 0.3, 4, 0.9, 12, 8, 0.7), (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
+                    (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)], sampler=_snow_draws)
 def snow(x, severity, generator=None, layer=None, angles=None):
     """Snow: a Gaussian layer N(loc, scale) zoomed by `zoom`, thresholded, motion-blurred
     (radius, sigma) at an angle in [-135, -45] degrees, added twice (and rotated 180 degrees)
@@ -81,7 +92,9 @@ def frost_texture(idx: int, H: int, W: int) -> np.ndarray:
     import cv2
 
     fr = cv2.imread(str(frost_dir() / FROST_FILES[idx]))
+    assert fr is not None, f"cv2 cannot read {frost_dir() / FROST_FILES[idx]}"
     fh, fw = fr.shape[:2]
+    s: float
     if fh >= H and fw >= W:
         s = 1
     elif fh < H and fw >= W:
@@ -96,7 +109,7 @@ def frost_texture(idx: int, H: int, W: int) -> np.ndarray:
 
 def _frost_draws(x, severity, generator=None):
     N, _, H, W = x.shape
-    g = _gen(x, generator)
+    g = generator_for(x, generator)
     idx = torch.randint(0, 5, (N,), generator=g, device=x.device).tolist()
     u = rand((N, 2), x, g).tolist()
     tops, lefts = [], []
@@ -107,7 +120,8 @@ def _frost_draws(x, severity, generator=None):
     return {"idx": idx, "tops": tops, "lefts": lefts}
 
 
-@corruption("frost", "weather", [(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)],
+@corruption("frost", group="weather", benchmark=True,
+            params=[(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)],
             sampler=_frost_draws)
 def frost(x, severity, generator=None, idx=None, tops=None, lefts=None):
     """Frost: a*image + b*frost texture (one of five photographs, random crop);
@@ -117,7 +131,7 @@ def frost(x, severity, generator=None, idx=None, tops=None, lefts=None):
         d = _frost_draws(x, severity, generator)
         idx, tops, lefts = d["idx"], d["tops"], d["lefts"]
     H, W = x.shape[-2:]
-    crops = [frost_texture(i, H, W)[t:t + H, l:l + W, ::-1] for i, t, l in zip(idx, tops, lefts)]
+    crops = [frost_texture(i, H, W)[t:t + H, left:left + W, ::-1] for i, t, left in zip(idx, tops, lefts)]
     fr = torch.as_tensor(np.stack(crops).transpose(0, 3, 1, 2).copy(), device=x.device).to(x.dtype)
     return torch.clamp(a * (x * 255) + b * fr, 0, 255)
 
@@ -163,11 +177,12 @@ class TorchUniform:
 def _fog_draws(x, severity, generator=None):
     _, decay = param(_P["fog"], severity)
     S = 1 << (int(max(x.shape[-2:])) - 1).bit_length()
-    uniform = TorchUniform(x.shape[0], _gen(x, generator), x.device)
+    uniform = TorchUniform(x.shape[0], generator_for(x, generator), x.device)
     return {"fractal": plasma_fractal(x.shape[0], S, decay, uniform, x.device)}
 
 
-@corruption("fog", "weather", [(1.5, 2), (2., 2), (2.5, 1.7), (2.5, 1.5), (3., 1.4)], sampler=_fog_draws)
+@corruption("fog", group="weather", benchmark=True,
+            params=[(1.5, 2), (2., 2), (2.5, 1.7), (2.5, 1.5), (3., 1.4)], sampler=_fog_draws)
 def fog(x, severity, generator=None, fractal=None):
     """Fog: add a * plasma fractal (wibble decay 2 .. 1.4), rescale by max / (max + a);
     a = 1.5 .. 3."""
@@ -181,7 +196,8 @@ def fog(x, severity, generator=None, fractal=None):
 
 
 # ------------------------------------------------------------------------------------ brightness
-@corruption("brightness", "weather", [.1, .2, .3, .4, .5], random=False)
+@corruption("brightness", group="weather", benchmark=True,
+            params=[.1, .2, .3, .4, .5], random=False)
 def brightness(x, severity, generator=None):
     """Brightness: HSV value + c, c = 0.1 .. 0.5 (skimage's HSV conversion)."""
     hsv = rgb2hsv(x)
@@ -193,7 +209,7 @@ def brightness(x, severity, generator=None):
 def _spatter_draws(x, severity, generator=None):
     loc, scale = param(_P["spatter"], severity)[:2]
     N, _, H, W = x.shape
-    return {"layer": randn((N, 1, H, W), x, _gen(x, generator)) * scale + loc}
+    return {"layer": randn((N, 1, H, W), x, generator_for(x, generator)) * scale + loc}
 
 
 def _water_mask(liquid: np.ndarray) -> np.ndarray:
@@ -212,9 +228,10 @@ def _water_mask(liquid: np.ndarray) -> np.ndarray:
     return lu8 * dist
 
 
-@corruption("spatter", "extra", [(0.65, 0.3, 4, 0.69, 0.6, 0), (0.65, 0.3, 3, 0.68, 0.6, 0),
-                                 (0.65, 0.3, 2, 0.68, 0.5, 0), (0.65, 0.3, 1, 0.65, 1.5, 1),
-                                 (0.67, 0.4, 1, 0.65, 1.5, 1)], sampler=_spatter_draws)
+@corruption("spatter", group="weather", benchmark=False,
+            params=[(0.65, 0.3, 4, 0.69, 0.6, 0), (0.65, 0.3, 3, 0.68, 0.6, 0),
+                    (0.65, 0.3, 2, 0.68, 0.5, 0), (0.65, 0.3, 1, 0.65, 1.5, 1),
+                    (0.67, 0.4, 1, 0.65, 1.5, 1)], sampler=_spatter_draws)
 def spatter(x, severity, generator=None, layer=None):
     """Spatter: a blurred, thresholded Gaussian liquid layer; water drops (severities 1-3,
     via OpenCV on the CPU, one image at a time) or mud (4-5)."""

@@ -8,7 +8,8 @@ Frame (both directions): 4-byte big-endian header length, UTF-8 JSON header, 8-b
 big-endian payload length, payload.  Requests: ``{"op": "versions"}``;
 ``{"op": "decode"}`` with the encoded image as payload; ``{"op": "resize", "filter":
 "BILINEAR", "size": [w, h]}`` with an HxWx3 uint8 array as ``.npy`` bytes.  Answers:
-``{"ok": true, ...}`` (decode/resize add ``"seconds"``: the library call's time in the worker) with an ``.npy`` payload (empty for ``versions``), or
+``{"ok": true, ...}`` (decode/resize add ``"seconds"``: the library call's time in the worker)
+with an ``.npy`` payload (empty for ``versions``), or
 ``{"ok": false, "error": "..."}``; the worker keeps serving after an error.
 """
 

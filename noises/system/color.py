@@ -105,14 +105,14 @@ def _make_yuv420(matrix: str, rng: str):
 
 for _matrix in MATRICES:
     for _rng in RANGES:
-        register("color", f"yuv420-{_matrix}-{_rng}", stage="color",
+        register("color", f"yuv420-{_matrix}-{_rng}",
                  params={"format": "NV12 (YUV 4:2:0)", "matrix": _matrix.upper().replace("BT", "BT."),
                          "range": _rng, "chroma_downsampling": "2x2 mean",
                          "chroma_upsampling": "nearest (replicate)", "rounding": "round half to even, clip 0..255"},
                  versions=_numpy_versions)(_make_yuv420(_matrix, _rng))
 
 
-@register("color", "bgr", stage="color", params={"order": "BGR"}, versions=_numpy_versions)
+@register("color", "bgr", params={"order": "BGR"}, versions=_numpy_versions)
 def color_bgr(img: np.ndarray) -> np.ndarray:
     """Red and blue channels swapped (an OpenCV BGR array fed as RGB)."""
     return np.ascontiguousarray(_check(img)[..., ::-1])

@@ -25,7 +25,7 @@ def _pil_versions() -> dict:
     return {"Pillow": PIL.__version__, "libjpeg-turbo": features.version("libjpeg_turbo")}
 
 
-@register("decoder", "pil", stage="decode",
+@register("decoder", "pil",
           params={"library": "Pillow", "idct": "libjpeg-turbo default (islow)", "exif_orientation": False},
           versions=_pil_versions)
 def decode_pil(data: bytes) -> np.ndarray:
@@ -41,7 +41,7 @@ def decode_pil(data: bytes) -> np.ndarray:
 # Each decoder below is a distinct implementation of the same JPEG standard; the
 # differences against ``decoder/pil`` (islow IDCT, libjpeg's "fancy" triangular chroma
 # upsampling) are what ImageNet-S and SysNoise measure.  Libraries are imported lazily.
-from functools import lru_cache  # noqa: E402
+from functools import cache, lru_cache  # noqa: E402
 
 
 def _decode_error(name: str, e: Exception) -> OSError:
@@ -57,7 +57,7 @@ def _cv2_available() -> str | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cv2_versions() -> dict:
     import cv2
 
@@ -66,7 +66,7 @@ def _cv2_versions() -> dict:
     return {"opencv": cv2.__version__, "libjpeg": jpeg}
 
 
-@register("decoder", "opencv", stage="decode",
+@register("decoder", "opencv",
           params={"library": "OpenCV", "call": "cv2.imdecode(IMREAD_COLOR) + BGR2RGB",
                   "idct": "libjpeg-turbo default (islow)", "exif_orientation": True},
           available=_cv2_available, versions=_cv2_versions)
@@ -106,7 +106,7 @@ def _turbojpeg_available() -> str | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _turbojpeg_versions() -> dict:
     import subprocess
     from importlib.metadata import version
@@ -120,7 +120,7 @@ def _turbojpeg_versions() -> dict:
     return {"PyTurboJPEG": version("PyTurboJPEG"), "libturbojpeg": lib}
 
 
-@register("decoder", "turbojpeg-fast", stage="decode",
+@register("decoder", "turbojpeg-fast",
           params={"library": "libjpeg-turbo (TurboJPEG API)", "flags": "TJFLAG_FASTDCT|TJFLAG_FASTUPSAMPLE",
                   "idct": "ifast (integer, less accurate)", "chroma_upsampling": "replication (no fancy upsampling)",
                   "exif_orientation": False, "cmyk": "unsupported (OSError)"},
@@ -161,7 +161,7 @@ def _make_pil_draft(short_side: int):
     return decode
 
 
-register("decoder", "pil-draft", stage="decode",
+register("decoder", "pil-draft",
          params={"library": "Pillow", "draft_short_side": DRAFT_SHORT_SIDE,
                  "scales": "1, 1/2, 1/4, 1/8 (libjpeg scale_denom)", "exif_orientation": False},
          versions=_pil_versions)(_make_pil_draft(DRAFT_SHORT_SIDE))
@@ -176,7 +176,7 @@ def _av_available() -> str | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _av_versions() -> dict:
     import av
 
@@ -186,7 +186,7 @@ def _av_versions() -> dict:
     return out
 
 
-@register("decoder", "ffmpeg", stage="decode",
+@register("decoder", "ffmpeg",
           params={"library": "FFmpeg (PyAV)", "decoder": "mjpeg", "demuxer": "jpeg_pipe",
                   "conversion": "swscale to rgb24, SWS_BILINEAR (PyAV default), colorspace/range from the "
                                 "frame (BT.601, full 'JPEG' range)",
@@ -202,7 +202,7 @@ def decode_ffmpeg(data: bytes) -> np.ndarray:
 
     fmt = "jpeg_pipe" if data[:2] == b"\xff\xd8" else None
     try:
-        with av.open(io.BytesIO(data), format=fmt) as c:
+        with av.open(io.BytesIO(data), mode="r", format=fmt) as c:
             frame = next(c.decode(video=0))
             return np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
     except (av.FFmpegError, StopIteration, IndexError) as e:
@@ -228,7 +228,7 @@ def _nvjpeg_versions() -> dict:
     return {"torchvision": torchvision.__version__, "torch": torch.__version__, "cuda": str(torch.version.cuda)}
 
 
-@register("decoder", "nvjpeg", stage="decode",
+@register("decoder", "nvjpeg",
           params={"library": "nvJPEG (torchvision.io.decode_jpeg, device='cuda')", "exif_orientation": False},
           available=_nvjpeg_available, versions=_nvjpeg_versions)
 def decode_nvjpeg(data: bytes) -> np.ndarray:

@@ -29,15 +29,16 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
+
+from noises.io import atomic_path
 
 __all__ = ["DeployContext", "Deployed", "model_fingerprint", "artefact_dir", "onnx_export",
            "torch_versions", "num_threads"]
@@ -158,19 +159,8 @@ def artefact_dir(model: torch.nn.Module, ctx: DeployContext) -> Path:
     return d
 
 
-@contextlib.contextmanager
-def _atomic_target(path: Path):
-    """Yield a temporary path in the same folder; rename onto ``path`` on success."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
-
-def _batch2(x: torch.Tensor) -> torch.Tensor:
+def example_batch2(x: torch.Tensor) -> torch.Tensor:
     """An example batch of at least 2 (batch 1 would specialise the batch dim in export)."""
     return x[:1].expand(2, *x.shape[1:]).contiguous() if x.shape[0] < 2 else x
 
@@ -192,8 +182,8 @@ def onnx_export(model: torch.nn.Module, ctx: DeployContext) -> tuple[Path, dict]
         return path, {**info, "export_cached": True}
     import onnx  # noqa: F401  (clear ImportError before the exporter's own)
     t = time.perf_counter()
-    with _atomic_target(path) as tmp, _quiet():
-        torch.onnx.export(model, (_batch2(ctx.example_input),), str(tmp), dynamo=True,
+    with atomic_path(path) as tmp, quiet_exporters():
+        torch.onnx.export(model, (example_batch2(ctx.example_input),), str(tmp), dynamo=True,
                           opset_version=ONNX_OPSET, input_names=["input"], output_names=["logits"],
                           dynamic_shapes=({0: batch_dim()},), external_data=False,
                           verbose=False)
@@ -201,7 +191,7 @@ def onnx_export(model: torch.nn.Module, ctx: DeployContext) -> tuple[Path, dict]
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_exporters():
     """Silence exporters' progress prints and warnings (not errors)."""
     import io
     import warnings

@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 from torch import nn
 
@@ -34,8 +35,8 @@ from noises.system.deploy import torch_versions
 
 def _stride2(m: nn.MaxPool2d) -> bool:
     stride = m.stride if m.stride is not None else m.kernel_size
-    stride = (stride, stride) if isinstance(stride, int) else tuple(stride)
-    return 2 in stride
+    pair: tuple[int, ...] = (stride, stride) if isinstance(stride, int) else tuple(stride)
+    return 2 in pair
 
 
 def _check_module(model) -> None:
@@ -43,7 +44,7 @@ def _check_module(model) -> None:
         raise TypeError(f"graph noises take a torch.nn.Module, got {type(model).__name__}")
 
 
-@register("graph", "maxpool-ceil", stage="graph",
+@register("graph", "maxpool-ceil",
           params={"layer": "nn.MaxPool2d (stride 2)", "change": "ceil_mode flipped"},
           versions=torch_versions)
 def maxpool_ceil(model: nn.Module) -> nn.Module:
@@ -54,7 +55,7 @@ def maxpool_ceil(model: nn.Module) -> nn.Module:
         raise NotApplicable("model has no stride-2 MaxPool2d")
     out = copy.deepcopy(model)
     for name in targets:
-        m = out.get_submodule(name)
+        m = cast(nn.MaxPool2d, out.get_submodule(name))
         m.ceil_mode = not m.ceil_mode
     return out
 
@@ -74,7 +75,7 @@ def _make_upsample(mode: str):
             raise NotApplicable(f"upsample-{mode}: {detail}")
         out = copy.deepcopy(model)
         for name in targets:
-            m = out.get_submodule(name)
+            m = cast(nn.Upsample, out.get_submodule(name))
             m.mode = mode
             m.align_corners = False if mode == "bilinear" else None
         return out
@@ -84,7 +85,7 @@ def _make_upsample(mode: str):
 
 
 for _mode in ("bilinear", "nearest"):
-    register("graph", f"upsample-{_mode}", stage="graph",
+    register("graph", f"upsample-{_mode}",
              params={"layer": "nn.Upsample", "mode": _mode,
                      "align_corners": False if _mode == "bilinear" else None},
              versions=torch_versions)(_make_upsample(_mode))

@@ -44,8 +44,9 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, cast
 
 import numpy as np
 
@@ -166,17 +167,19 @@ def build(name: str, *, force: bool = False, timeout: float = 1800) -> Path:
         return s.path
     s.path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{s.path.name}.", dir=s.path.parent))
-    base = os.environ.get("ROBUSTBENCH_SYS_ISOLATED_PYTHON") or getattr(sys, "_base_executable", sys.executable)
+    base: str = (os.environ.get("ROBUSTBENCH_SYS_ISOLATED_PYTHON")
+                 or cast(str, getattr(sys, "_base_executable", sys.executable)))
     env = _clean_env()
     env.update(dict(s.build_env))
     what = f"cannot build isolated environment {name!r} ({' '.join(s.requirements)})"
     t0 = time.perf_counter()
     try:
         # a requirement pip cannot resolve fails here in seconds, before a venv is created
-        steps = [[sys.executable, "-m", "pip", "install", "-q", "--dry-run", "--ignore-installed", "--no-deps",
-                  *[a for a in s.pip_args if a != "--no-cache-dir"], *s.requirements],
-                 [base, "-m", "venv", str(tmp)],
-                 [str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", *s.pip_args, *s.requirements]]
+        steps: list[list[str]] = [
+            [sys.executable, "-m", "pip", "install", "-q", "--dry-run", "--ignore-installed", "--no-deps",
+             *[a for a in s.pip_args if a != "--no-cache-dir"], *s.requirements],
+            [base, "-m", "venv", str(tmp)],
+            [str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", *s.pip_args, *s.requirements]]
         for cmd in steps:
             try:
                 p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
@@ -215,7 +218,7 @@ class Worker:
         self.name = name
         self.python = Path(python) if python else spec(name).python
         self._proc: subprocess.Popen | None = None
-        self._err = None
+        self._err: IO[bytes] | None = None
         self._lock = threading.Lock()
         #: seconds the last decode/resize took inside the worker (library call only, no IPC)
         self.last_seconds = 0.0
@@ -240,6 +243,7 @@ class Worker:
         with self._lock:
             p = self._start()
             h = json.dumps(header).encode()
+            assert p.stdin is not None  # Popen(stdin=PIPE)
             try:
                 p.stdin.write(struct.pack(">I", len(h)) + h + struct.pack(">Q", len(payload)))
                 p.stdin.write(payload)
@@ -280,6 +284,7 @@ class Worker:
         with self._lock:
             if self._proc is not None:
                 try:
+                    assert self._proc.stdin is not None  # Popen(stdin=PIPE)
                     self._proc.stdin.close()
                     self._proc.wait(timeout=5)
                 except (OSError, subprocess.TimeoutExpired):
@@ -342,20 +347,22 @@ def register_env_noises(name: str, *, resize: bool = True) -> list[str]:
     def decode(data: bytes) -> np.ndarray:
         return worker(name).decode(data)
 
-    decode.__doc__ = f"Pillow ``Image.open(...).convert('RGB')`` in isolated venv {name!r} ({' '.join(s.requirements)})."
-    register("decoder", name, stage="decode", params=dict(base, exif_orientation=False),
+    decode.__doc__ = (f"Pillow ``Image.open(...).convert('RGB')`` in isolated venv {name!r} "
+                      f"({' '.join(s.requirements)}).")
+    register("decoder", name, params=dict(base, exif_orientation=False),
              available=lambda: unavailable(name), versions=lambda: _versions(name))(decode)
     keys.append(f"decoder/{name}")
     for interp, flt in (_FILTERS.items() if resize else ()):
-        def resize(img: np.ndarray, size, _flt=flt) -> np.ndarray:
+        def resize_isolated(img: np.ndarray, size, _flt=flt) -> np.ndarray:
             if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
                 raise ValueError(f"resize expects an HxWx3 uint8 image, got {img.dtype} {img.shape}")
             return worker(name).resize(img, size, _flt)
 
-        resize.__doc__ = f"Pillow Image.resize with {flt} in isolated venv {name!r} ({' '.join(s.requirements)})."
-        register("resize", f"{name}-{interp}", stage="resize",
+        resize_isolated.__doc__ = (f"Pillow Image.resize with {flt} in isolated venv {name!r} "
+                                   f"({' '.join(s.requirements)}).")
+        register("resize", f"{name}-{interp}",
                  params=dict(base, interpolation=interp, antialias=interp != "nearest"),
-                 available=lambda: unavailable(name), versions=lambda: _versions(name))(resize)
+                 available=lambda: unavailable(name), versions=lambda: _versions(name))(resize_isolated)
         keys.append(f"resize/{name}-{interp}")
     return keys
 
@@ -394,7 +401,7 @@ def load_spec_file(path: Path) -> EnvSpec:
 def write_spec_file(name: str, requirements, *, pip_args=(), resize: bool = True, description: str = "") -> Path:
     """Write ``<cache>/envs/NAME.toml`` (what ``venvs define`` does) and load it."""
     define_env(name, requirements)   # validates the name
-    q = lambda v: json.dumps(str(v))  # noqa: E731  (a JSON string is a valid TOML basic string)
+    q = lambda v: json.dumps(str(v))
     lines = [f"requirements = [{', '.join(q(r) for r in requirements)}]"]
     if pip_args:
         lines.append(f"pip_args = [{', '.join(q(a) for a in pip_args)}]")
@@ -416,7 +423,7 @@ def _load_spec_files() -> None:
 
     for d in spec_dirs():
         for path in sorted(d.glob("*.toml")) if d.is_dir() else ():
-            if path.stem in _BUILTIN:
+            if path.stem in BUILTIN_ENVS:
                 warnings.warn(f"{path}: {path.stem!r} is a built-in isolated environment; file ignored", stacklevel=2)
                 continue
             try:
@@ -427,7 +434,7 @@ def _load_spec_files() -> None:
             register_env_noises(s.name, resize=s.resize)
 
 
-_BUILTIN = frozenset(ENV_SPECS)
+BUILTIN_ENVS = frozenset(ENV_SPECS)
 for _name, _spec in list(ENV_SPECS.items()):
     register_env_noises(_name, resize=_spec.resize)
 _load_spec_files()

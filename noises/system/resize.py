@@ -19,6 +19,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from noises.registry import register
@@ -68,14 +70,14 @@ def _make_pil(interp: str):
         from PIL import Image
 
         resample = getattr(Image.Resampling, _PIL_FILTERS[interp])
-        return np.asarray(Image.fromarray(_as_uint8_rgb(img)).resize(tuple(size), resample))
+        return np.asarray(Image.fromarray(_as_uint8_rgb(img)).resize(cast(tuple[int, int], tuple(size)), resample))
 
     resize.__doc__ = f"Pillow Image.resize with {_PIL_FILTERS[interp]} (antialiased)."
     return resize
 
 
 for _interp in _PIL_FILTERS:
-    register("resize", f"pil-{_interp}", stage="resize",
+    register("resize", f"pil-{_interp}",
              params={"library": "Pillow", "interpolation": _interp, "antialias": _interp != "nearest"},
              versions=_pil_versions)(_make_pil(_interp))
 
@@ -97,7 +99,7 @@ def _make_cv2(interp: str):
 
 
 for _interp in _CV2_FLAGS:
-    register("resize", f"cv2-{_interp}", stage="resize",
+    register("resize", f"cv2-{_interp}",
              params={"library": "OpenCV", "interpolation": _interp, "antialias": _interp == "area"},
              available=_cv2_available, versions=_cv2_versions)(_make_cv2(_interp))
 
@@ -120,6 +122,6 @@ def _make_torch(mode: str, antialias: bool):
 
 for _mode in ("bilinear", "bicubic"):
     for _aa in (False, True):
-        register("resize", f"torch-{_mode}{'-aa' if _aa else ''}", stage="resize",
+        register("resize", f"torch-{_mode}{'-aa' if _aa else ''}",
                  params={"library": "torch", "interpolation": _mode, "antialias": _aa},
                  versions=_torch_versions)(_make_torch(_mode, _aa))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 import time
 
-from noises.system.isolated import _BUILTIN as BUILTIN
+from noises.system.isolated import BUILTIN_ENVS as BUILTIN
 from noises.system.isolated import ENV_SPECS, IsolatedEnvError, build, built_info, write_spec_file
 
 

@@ -3,9 +3,17 @@
 A suite file has ``name``, ``family``, ``version``, ``description`` and either explicit
 ``[[conditions]]`` (``name`` plus pipeline-stage overrides such as ``resize = "cv2-area"``
 or ``decoder = "opencv"``), or a ``[sweep]`` over registered noises (``stage``, a glob
-``pattern`` and optional ``exclude`` globs), or a ``[product]`` (the cross product of several
-sweeps, e.g. decoder x resize for ImageNet-S: ``[product.decode]`` and ``[product.resize]``
-tables, each with ``pattern`` / ``exclude``), or ``include = [other suites]``, or several.
+``pattern``, an optional ``where`` table and optional ``exclude`` globs), or a ``[product]``
+(the cross product of several sweeps, e.g. decoder x resize for ImageNet-S: ``[product.decoder]``
+and ``[product.resize]`` tables, each with ``pattern`` / ``where`` / ``exclude``), or
+``include = [other suites]``, or several.
+
+``where`` selects by the noises' registry tags (:attr:`noises.registry.Noise.tags`), e.g.
+``where = { benchmark = true }`` (the 15 ImageNet-C corruptions) or
+``where = { group = ["noise", "blur"] }`` (a list: any of); every key must hold.  An unknown
+key, or a filter that matches nothing, is an error.  Condition names must be unique within a
+suite (its includes too), and includes must not form a cycle.
+
 Built-in suites live beside this file; add directories with
 ``$ROBUSTBENCH_SYS_SUITES`` (``:``-separated), or pass a ``.toml`` path as the suite name.
 
@@ -26,15 +34,16 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import noises
-
+from noises.stages import UnknownStage, get_stage
 from robustbench_sys.errors import UserError
 
+if TYPE_CHECKING:  # torch-free at run time: the attack classes load with the adversarial family
+    from noises.adversarial.base import Attack
+
 BUILTIN_DIR = Path(__file__).resolve().parent
-#: sweep stage -> pipeline field it overrides
-SWEEP_STAGES = {"decode": "decoder", "color": "color", "resize": "resize", "corrupt": "corrupt",
-                "graph": "graph", "deploy": "deploy"}
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,12 @@ def _suite_dirs() -> list[Path]:
     return [BUILTIN_DIR, *extra]
 
 
-def _parse(path: Path) -> Suite:
+def _parse(path: Path, _including: tuple[Path, ...] = ()) -> Suite:
+    """The suite of ``path``; ``_including``: the files whose includes led here (cycle check)."""
+    here = path.resolve()
+    if here in _including:
+        chain = " -> ".join(p.name for p in (*_including[_including.index(here):], here))
+        raise UserError(f"suite file {path}: include cycle {chain}")
     try:
         with open(path, "rb") as f:
             d = tomllib.load(f)
@@ -88,21 +102,33 @@ def _parse(path: Path) -> Suite:
     if grid:
         conds.extend(_attack_grid(path, grid, family, name, version))
     for inc in d.get("include", []):
-        conds.extend(get_suite(inc).conditions)
+        conds.extend(_get_suite(inc, (*_including, here), path).conditions)
     sweep = d.get("sweep")
     if sweep:
-        for noise, value in _sweep(path, sweep.get("stage"), sweep):
+        if not isinstance(sweep, dict):
+            raise UserError(f"suite file {path}: [sweep] must be a table with stage / pattern / where / exclude")
+        for noise, value in _sweep(path, sweep.get("stage"), sweep, "[sweep]"):
             conds.append(Condition(f"{family}/{noise.name}" if noise.family == family else f"{family}/{noise.key}",
-                                   family, name, version, {SWEEP_STAGES[noise.stage]: value}))
+                                   family, name, version, {noise.stage: value}))
     product = d.get("product")
     if product:
-        axes = [[(noise, SWEEP_STAGES[stage], value) for noise, value in _sweep(path, stage, spec)]
+        axes = [[(noise, noise.stage, value) for noise, value in _sweep(path, stage, spec, f"[product.{stage}]")]
                 for stage, spec in product.items()]
         for combo in itertools.product(*axes):
             conds.append(Condition(f"{family}/" + "+".join(n.name for n, _, _ in combo), family, name, version,
                                    {field_: value for _, field_, value in combo}))
     if not conds:
         raise UserError(f"suite file {path}: no conditions (add [[conditions]], a [sweep] or an attack_grid)")
+    seen: set[str] = set()
+    repeated: set[str] = set()
+    for c in conds:
+        if c.name in seen:
+            repeated.add(c.name)
+        seen.add(c.name)
+    dups = sorted(repeated)
+    if dups:
+        raise UserError(f"suite file {path}: condition name(s) {', '.join(dups)} given more than once "
+                        "(directly or through include); names must be unique within a suite")
     return Suite(name, family, version, d.get("description", "").strip(), tuple(conds), str(path))
 
 
@@ -116,6 +142,11 @@ def _eps(path: Path, cname: str, value) -> float:
     except (TypeError, ValueError, ZeroDivisionError):
         raise UserError(f"suite file {path}, condition {cname}: eps {value!r} is not a number "
                         "or a fraction such as \"4/255\"") from None
+
+
+def _attack_noise(name: str) -> Attack:
+    """The registered :class:`Attack` instance of ``adversarial/<name>``."""
+    return cast("Attack", noises.get(f"adversarial/{name}").fn)
 
 
 def _attack(path: Path, cname: str, c: dict) -> dict:
@@ -132,7 +163,7 @@ def _attack(path: Path, cname: str, c: dict) -> dict:
         raise UserError(f"suite file {path}, condition {cname}: params must be a table and seed an integer")
     eps = None if eps is None else _eps(path, cname, eps)
     try:
-        resolved = noises.get(key).fn.resolve(eps, dict(params))
+        resolved = _attack_noise(name).resolve(eps, dict(params))
     except ValueError as e:
         raise UserError(f"suite file {path}, condition {cname}: {e}") from None
     return {"name": name, "eps": eps, "seed": int(seed), "params": resolved}
@@ -149,7 +180,7 @@ def eps_label(eps: float | None, norm: str) -> str:
 
 
 def _attack_grid(path: Path, grid: str, family: str, suite: str, version: int) -> list[Condition]:
-    from noises.adversarial import get_suite as attack_grid
+    from noises.adversarial import attack_grid
 
     try:
         entries = attack_grid(grid)
@@ -158,28 +189,75 @@ def _attack_grid(path: Path, grid: str, family: str, suite: str, version: int) -
     out = []
     for attack, p in entries:
         eps = p.pop("eps", None)
-        norm = p.get("norm") or noises.get(f"adversarial/{attack}").fn.norm
+        norm = p.get("norm") or _attack_noise(attack).norm
         cname = f"{attack}@{eps_label(eps, norm)}"
         entry = {"attack": attack, "eps": eps, "params": p}
         out.append(Condition(f"{family}/{cname}", family, suite, version, {}, _attack(path, cname, entry)))
     return out
 
 
-def _sweep(path: Path, stage, spec: dict):
-    """``(noise, pipeline value)`` for the registered noises of ``stage`` matching the spec."""
-    if stage not in SWEEP_STAGES:
-        raise UserError(f"suite file {path}: sweep stage {stage!r} not one of {sorted(SWEEP_STAGES)}")
+def _sweep(path: Path, stage, spec: dict, table: str):
+    """``(noise, pipeline value)`` for the registered noises of ``stage`` matching the spec
+    (``table``: ``[sweep]`` or ``[product.<stage>]``, for messages)."""
+    try:
+        st = get_stage(str(stage))
+    except UnknownStage as e:
+        raise UserError(f"suite file {path}: sweep {e}") from None
+    if not st.in_pipeline:
+        raise UserError(f"suite file {path}: stage {st.name!r} cannot be swept; give attack conditions")
     if not isinstance(spec, dict):
-        raise UserError(f"suite file {path}: [product.{stage}] must be a table with pattern / exclude")
+        raise UserError(f"suite file {path}: {table} must be a table with pattern / where / exclude")
+    allowed = {"stage", *_SWEEP_KEYS} if table == "[sweep]" else set(_SWEEP_KEYS)
+    unknown = sorted(set(spec) - allowed)
+    if unknown:
+        raise UserError(f"suite file {path}: {table} has unknown key(s) {', '.join(unknown)}; "
+                        f"valid: {', '.join(sorted(allowed))}")
+    where = _where(path, st.name, spec.get("where", {}))
+    exclude = spec.get("exclude", [])
+    if isinstance(exclude, str) or not all(isinstance(x, str) for x in exclude):
+        raise UserError(f"suite file {path}: sweep exclude must be a list of globs, got {exclude!r}")
     out = []
     for key in noises.list_noises(spec.get("pattern", "*")):
         noise = noises.get(key)
-        if noise.stage != stage or any(fnmatch.fnmatch(key, x) for x in spec.get("exclude", [])):
+        if noise.stage != st.name or not _matches(noise, where) or any(fnmatch.fnmatch(key, x) for x in exclude):
             continue
-        out.append((noise, noise.key if stage == "deploy" else noise.name))   # deploy spans precision/ and backend/
+        out.append((noise, noise.key))
     if not out:
-        raise UserError(f"suite file {path}: stage {stage!r} pattern {spec.get('pattern', '*')!r} matches no noise")
+        sel = f"pattern {spec.get('pattern', '*')!r}" + (f" where {spec['where']!r}" if where else "")
+        raise UserError(f"suite file {path}: stage {st.name!r} {sel} matches no noise")
     return out
+
+
+_SWEEP_KEYS = ("pattern", "where", "exclude")
+
+
+def _where(path: Path, stage: str, where) -> dict[str, list]:
+    """A sweep's ``where`` table as {tag: accepted values}, checked against the tags of ``stage``'s noises."""
+    if not isinstance(where, dict):
+        raise UserError(f"suite file {path}: sweep where must be a table such as {{ benchmark = true }}, "
+                        f"got {where!r}")
+    of_stage = [noises.get(k) for k in noises.list_noises()]
+    known = sorted({t for n in of_stage if n.stage == stage for t in n.tags})
+    out = {}
+    for key, value in where.items():
+        if key not in known:
+            raise UserError(f"suite file {path}: sweep where: unknown key {key!r} for stage {stage!r}; "
+                            f"valid: {', '.join(known) or '(its noises have no tags)'}")
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, (str, int, float, bool)) for v in values):
+            raise UserError(f"suite file {path}: sweep where {key!r}: give a value or a non-empty list of "
+                            f"values, got {value!r}")
+        out[key] = values
+    return out
+
+
+def _same(a, b) -> bool:
+    """Tag equality that keeps booleans apart from numbers (``true`` is not ``1``)."""
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
+
+
+def _matches(noise, where: dict[str, list]) -> bool:
+    return all(k in noise.tags and any(_same(noise.tags[k], v) for v in vs) for k, vs in where.items())
 
 
 def _all() -> dict[str, Path]:
@@ -195,15 +273,21 @@ def list_suites() -> list[str]:
 
 
 def get_suite(name: str) -> Suite:
+    return _get_suite(name)
+
+
+def _get_suite(name: str, including: tuple[Path, ...] = (), parent: Path | None = None) -> Suite:
+    """:func:`get_suite`, called for an include of ``parent`` when given (in its error messages)."""
+    at = f"suite file {parent}: include " if parent else ""
     p = Path(name)
     if p.suffix == ".toml":
         if not p.is_file():
-            raise UserError(f"--suite {name}: no such suite file")
-        return _parse(p)
+            raise UserError(f"{at or '--suite '}{name}: no such suite file")
+        return _parse(p, including)
     found = _all()
     if name not in found:
-        raise UserError(f"unknown suite {name!r}; valid choices: {', '.join(sorted(found))} (or a .toml path)")
-    return _parse(found[name])
+        raise UserError(f"{at}unknown suite {name!r}; valid choices: {', '.join(sorted(found))} (or a .toml path)")
+    return _parse(found[name], including)
 
 
 def resolve(names) -> list[Condition]:

@@ -22,11 +22,6 @@ BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 
 
-def accuracy(correct) -> float:
-    c = np.asarray(correct, dtype=bool)
-    return float(c.mean()) if c.size else float("nan")
-
-
 def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion k/n."""
     if n == 0:

@@ -21,13 +21,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import uuid
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from noises.io import atomic_path, atomic_write_bytes, is_temp
 
 PER_IMAGE_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("unit_id", pa.string()), ("model", pa.string()),
@@ -64,8 +65,15 @@ class ResultsStore:
 
     # ------------------------------------------------------------------ units
     def write_unit(self, unit_id: str, spec: dict) -> None:
-        _atomic_write_bytes(self._dir("units") / f"{unit_id}.json",
+        atomic_write_bytes(self._dir("units") / f"{unit_id}.json",
                             json.dumps(spec, indent=1, sort_keys=True, default=str).encode())
+
+    def unit_or_empty(self, unit_id: str) -> dict:
+        """The stored unit spec, or ``{}`` when none is stored (or it cannot be read)."""
+        try:
+            return self.unit(unit_id)
+        except StoreError:
+            return {}
 
     def unit(self, unit_id: str) -> dict:
         p = self.root / "units" / f"{unit_id}.json"
@@ -80,14 +88,8 @@ class ResultsStore:
         d.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pandas(rows, schema=schema, preserve_index=False)
         target = d / f"part-{uuid.uuid4().hex[:12]}.parquet"
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".parquet")
-        os.close(fd)
-        try:
+        with atomic_path(target) as tmp:
             pq.write_table(table, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return target
 
     def read_unit_rows(self, unit_id: str) -> pd.DataFrame:
@@ -128,35 +130,88 @@ class ResultsStore:
         return self.summary_path(unit_id, condition).is_file()
 
     def write_summary(self, unit_id: str, row: dict) -> None:
-        target = self.summary_path(unit_id, row["condition"])
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".parquet")
-        os.close(fd)
-        try:
+        with atomic_path(self.summary_path(unit_id, row["condition"])) as tmp:
             pq.write_table(pa.Table.from_pylist([row]), tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     def summaries(self) -> pd.DataFrame:
-        """All summary rows; unreadable files are skipped and named in ``problems``."""
-        d = self.root / "summaries"
-        frames = []
-        for p in sorted(d.glob("*.parquet")) if d.is_dir() else []:
-            try:
-                frames.append(pq.read_table(p).to_pandas())
-            except Exception as e:
-                self.problems.append(f"{p}: corrupt parquet file ({type(e).__name__}); delete it and re-run "
-                                     "the evaluation to rebuild it")
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        """All summary rows (:func:`read_summaries`); unreadable files are skipped and named in
+        ``problems``."""
+        df, problems = read_summaries(self.root)
+        self.problems.extend(problems)
+        return df
 
 
-def _atomic_write_bytes(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+# ---------------------------------------------------------------------- summary rows
+#: the columns of a stored summary row (``eval.scoring.summarise``; attack units add the
+#: adversarial block).  Every reader gets these types whatever a file's writer inferred (a
+#: column whose values were all null in one file, or an int where another file has a float);
+#: columns not named here are kept as stored.  Columns no file has stay absent (an older store
+#: lacks them: readers check, e.g. ``leaderboard.REQUIRED``).
+SUMMARY_SCHEMA = pa.schema([
+    ("unit_id", pa.string()), ("run_id", pa.string()), ("model", pa.string()), ("arch", pa.string()),
+    ("condition", pa.string()), ("family", pa.string()), ("suite", pa.string()), ("suite_version", pa.int64()),
+    ("dataset", pa.string()), ("dataset_fingerprint", pa.string()),
+    ("n_images", pa.int64()), ("n_errors", pa.int64()), ("n_paired", pa.int64()),
+    ("top1", pa.float64()), ("top1_ci_low", pa.float64()), ("top1_ci_high", pa.float64()), ("top5", pa.float64()),
+    ("ref_top1", pa.float64()), ("delta_acc", pa.float64()), ("delta_ci_low", pa.float64()),
+    ("delta_ci_high", pa.float64()), ("mcnemar_p", pa.float64()), ("n_lost", pa.int64()), ("n_gained", pa.int64()),
+    ("flip_rate", pa.float64()),
+    ("pipeline", pa.string()), ("pipeline_text", pa.string()), ("reference_pipeline", pa.string()),
+    ("weights_sha256", pa.string()), ("deploy_info", pa.string()), ("tags", pa.string()),
+    ("provenance", pa.string()), ("run_ids", pa.string()), ("created_at", pa.string()),
+    # adversarial units (eval.attack.summary_fields / write_worst_case)
+    ("attack", pa.string()), ("attack_params", pa.string()), ("eps", pa.float64()), ("norm", pa.string()),
+    ("n_clean_correct", pa.int64()), ("clean_acc", pa.float64()), ("robust_acc", pa.float64()),
+    ("robust_acc_ci_low", pa.float64()), ("robust_acc_ci_high", pa.float64()),
+    ("attack_robustness", pa.float64()), ("max_perturbation", pa.float64()),
+    ("perturbation_within_eps", pa.bool_()), ("validity_flags", pa.string()), ("validity_raised", pa.string()),
+    ("wc_group", pa.string()), ("wc_attacks", pa.int64()), ("wcar", pa.float64()), ("wc_robust_acc", pa.float64()),
+])
+
+
+def _conform(table: pa.Table) -> pa.Table:
+    """``table`` with every :data:`SUMMARY_SCHEMA` column cast to its declared type (raises
+    ``pa.ArrowInvalid`` / ``ArrowNotImplementedError`` / ``ArrowTypeError`` when a value cannot be)."""
+    fields = []
+    for f in table.schema:
+        want = SUMMARY_SCHEMA.field(f.name).type if f.name in SUMMARY_SCHEMA.names else f.type
+        fields.append(pa.field(f.name, want))
+    target = pa.schema(fields)
+    return table if target.equals(table.schema) else table.cast(target)
+
+
+def read_summaries(root: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
+    """Every ``summaries/*.parquet`` row under a results root, typed by :data:`SUMMARY_SCHEMA`,
+    and the files that could not be read (each named, with what to do).
+
+    Temporary files (names starting with ``.``: a write that a kill interrupted) are never
+    summaries and are skipped.  One footer read per file in a thread pool and one Arrow ->
+    pandas conversion: 1000 files in about 1 s (benchmarks/bench_dashboard.py).  No rows gives
+    an empty frame with the schema's columns."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    d = Path(root).expanduser() / "summaries"
+    files = [p for p in sorted(d.glob("*.parquet")) if not is_temp(p)] if d.is_dir() else []
+
+    def one(p: Path):
+        try:
+            table = pq.ParquetFile(p).read(use_threads=False)
+        except Exception as e:
+            return None, (f"{p}: corrupt parquet file ({type(e).__name__}); delete it and re-run the "
+                          "evaluation to rebuild it")
+        try:
+            return _conform(table), None
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+            return None, (f"{p}: not a summary row of this version ({type(e).__name__}: {e}); delete it and "
+                          "re-run the evaluation to rebuild it")
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(files)))) as ex:
+        got = list(ex.map(one, files))
+    tables = [t for t, _ in got if t is not None and t.num_rows]
+    problems = [msg for _, msg in got if msg]
+    if not tables:
+        return SUMMARY_SCHEMA.empty_table().to_pandas(), problems
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return pa.concat_tables(tables, promote_options="permissive").to_pandas(), problems
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):  # an extra column of two types
+        return pd.concat([t.to_pandas() for t in tables], ignore_index=True), problems

@@ -1,7 +1,8 @@
-"""Adversarial units of the evaluator: attack every batch, score the adversarial images, store rows.
+"""Adversarial units: attack every batch, score the adversarial images, summarise robust accuracy.
 
 A condition with an ``attack`` (see :mod:`robustbench_sys.suites`) becomes a unit like any
-other; :class:`~robustbench_sys.runner.Runner` hands it to :func:`run_unit`, which
+other; the batch loop (:func:`robustbench_sys.eval.loop.run_unit`) runs it with the
+:class:`Attack` strategy, which
 
 1. preprocesses each batch with the unit's pipeline (the model's own clean pipeline unless the
    condition also overrides a stage) to images in [0, 1];
@@ -10,7 +11,7 @@ other; :class:`~robustbench_sys.runner.Runner` hands it to :func:`run_unit`, whi
 3. runs the attack with the batch's seed, :func:`batch_seed` ``(base seed, batch file names)``,
    so a resumed unit gives the same adversarial images as an uninterrupted one (batches are
    stored whole, so a resumed run forms the same batches for the same batch size);
-4. writes one row per image (:data:`~robustbench_sys.store.ADV_PER_IMAGE_SCHEMA`: the usual
+4. writes one row per image (:data:`~robustbench_sys.results.store.ADV_PER_IMAGE_SCHEMA`: the usual
    columns on the adversarial image, plus the clean prediction of the same run, the
    perturbation norm and the batch seed), one atomically written part per batch.
 
@@ -27,15 +28,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 
 import numpy as np
 import pandas as pd
 
 import noises
-from robustbench_sys import adversarial_metrics as am
-from robustbench_sys import metrics
-from robustbench_sys.store import ADV_PER_IMAGE_SCHEMA, StoreError
+from robustbench_sys.metrics import adversarial as am
+from robustbench_sys.metrics import paired as metrics
+from robustbench_sys.results.store import ADV_PER_IMAGE_SCHEMA
 
 SEED_RULE = "sha256(f'{seed}\\n' + '\\n'.join(batch file names))[:8] little-endian, & (2**53 - 1)  (exact as a float64)"
 #: images of the first batch the model checks (randomised outputs, probabilities, zero gradients) run on
@@ -65,79 +65,49 @@ def _model_checks(wrapped, x, y) -> list[dict]:
     return [{"name": f.name, "raised": bool(f.raised), "detail": f.detail} for f in flags]
 
 
-def run_unit(runner, unit, model) -> None:
-    """Attack and score the images of ``unit`` that have no stored row yet (see module doc)."""
-    import torch
+class Attack:
+    """The attack strategy of the batch loop (:func:`robustbench_sys.eval.loop.run_unit`): attack the
+    batch with its seed, then score the adversarial images (see module doc)."""
 
-    from noises.adversarial import NormalizedModel, perturbation_norm
-    from robustbench_sys.runner import TOPK, _batches
+    schema = ADV_PER_IMAGE_SCHEMA
+    error_fields = {"clean_pred": None, "perturbation": None, "attack_seed": None}
 
-    store = runner.store
-    done = store.done_files(unit.id)
-    todo = [s for s in unit.dataset.samples if s.file not in done]
-    if not todo:
-        return
-    attack = unit.condition.attack
-    spec = runner._unit_spec(unit)
-    try:    # an interrupted run already recorded these
-        prev = store.unit(unit.id)
-    except StoreError:
-        prev = {}
-    spec.update({k: prev[k] for k in ("attack_used", "model_checks") if k in prev})
-    spec.update({"attack": attack, "seed_rule": SEED_RULE})
-    if unit.id in runner.deploy_info:
-        spec["deploy_info"] = runner.deploy_info[unit.id]
-    store.write_unit(unit.id, spec)
+    def __init__(self, unit, model, store):
+        from noises.adversarial import NormalizedModel
 
-    atk = attack_noise(attack)
-    pipe = unit.pipeline
-    wrapped = NormalizedModel(model, pipe.mean, pipe.std)
-    bar = None
-    if runner.progress:
-        from tqdm import tqdm
+        self.unit, self.store = unit, store
+        self.attack = unit.condition.attack
+        self.noise = attack_noise(self.attack)
+        self.wrapped = NormalizedModel(model, unit.pipeline.mean, unit.pipeline.std)
+        self.spec: dict = {}
 
-        bar = tqdm(total=len(unit.dataset), initial=len(done), unit="img", dynamic_ncols=True,
-                   desc=f"{unit.card.name} {unit.condition.name}", file=sys.stderr, leave=False)
-    try:
-        for batch in _batches(todo, pipe, runner.batch_size, runner.workers):
-            ok = [(i, x) for i, x, err in batch if x is not None]
-            out = {}
-            seed = None
-            if ok:
-                x = torch.from_numpy(np.stack([x for _, x in ok]))
-                y = torch.tensor([todo[i].label for i, _ in ok], dtype=torch.int64)
-                seed = batch_seed(attack["seed"], [todo[i].file for i, _ in ok])
-                if "model_checks" not in spec:
-                    spec["model_checks"] = _model_checks(wrapped, x[:N_CHECK], y[:N_CHECK])
-                res = atk(wrapped, x, y, eps=attack["eps"], seed=seed, **attack["params"])
-                with torch.inference_mode():
-                    clean_pred = wrapped(x).argmax(1).tolist()
-                    probs = torch.softmax(wrapped(res.adv).float(), dim=1)
-                top_p, top_i = probs.topk(min(TOPK, probs.shape[1]), dim=1)
-                dist = perturbation_norm(x, res.adv, res.params["norm"]).tolist()
-                if "attack_used" not in spec:
-                    spec["attack_used"] = {k: v for k, v in res.params.items()
-                                           if k not in ("seed", "max_perturbation", "n_rejected_over_eps")}
-                    store.write_unit(unit.id, spec)
-                out = {i: (top_i[j].tolist(), top_p[j].tolist(), clean_pred[j], dist[j]) for j, (i, _) in enumerate(ok)}
-            rows = []
-            for i, x, err in batch:
-                s = todo[i]
-                if x is None:
-                    runner.log(f"  skip image {s.path}: {err}")
-                    row = runner._row(unit, s, -1, [], [], "error: " + err)
-                    row.update(clean_pred=None, perturbation=None, attack_seed=None)
-                else:
-                    ti, tp, cp, d = out[i]
-                    row = runner._row(unit, s, ti[0], ti, tp, "ok")
-                    row.update(clean_pred=cp, perturbation=d, attack_seed=seed)
-                rows.append(row)
-            store.append_batch(unit.id, pd.DataFrame(rows), schema=ADV_PER_IMAGE_SCHEMA)
-            if bar is not None:
-                bar.update(len(batch))
-    finally:
-        if bar is not None:
-            bar.close()
+    def prepare_spec(self, spec: dict, previous: dict) -> dict:
+        # an interrupted run already recorded the attack actually used and the model checks
+        spec.update({k: previous[k] for k in ("attack_used", "model_checks") if k in previous})
+        spec.update({"attack": self.attack, "seed_rule": SEED_RULE})
+        self.spec = spec
+        return spec
+
+    def score(self, x, samples):
+        import torch
+
+        from noises.adversarial import perturbation_norm
+
+        attack, spec = self.attack, self.spec
+        y = torch.tensor([s.label for s in samples], dtype=torch.int64)
+        seed = batch_seed(attack["seed"], [s.file for s in samples])
+        if "model_checks" not in spec:
+            spec["model_checks"] = _model_checks(self.wrapped, x[:N_CHECK], y[:N_CHECK])
+        res = self.noise(self.wrapped, x, y, eps=attack["eps"], seed=seed, **attack["params"])
+        with torch.inference_mode():
+            clean_pred = self.wrapped(x).argmax(1).tolist()
+            probs = torch.softmax(self.wrapped(res.adv).float(), dim=1)
+        dist = perturbation_norm(x, res.adv, res.params["norm"]).tolist()
+        if "attack_used" not in spec:
+            spec["attack_used"] = {k: v for k, v in res.params.items()
+                                   if k not in ("seed", "max_perturbation", "n_rejected_over_eps")}
+            self.store.write_unit(self.unit.id, spec)
+        return probs, [{"clean_pred": c, "perturbation": d, "attack_seed": seed} for c, d in zip(clean_pred, dist)]
 
 
 # ---------------------------------------------------------------------- summaries
@@ -150,10 +120,7 @@ def summary_fields(store, unit, rows: pd.DataFrame, ref_rows: pd.DataFrame) -> d
     from noises.adversarial.base import EPS_ATOL, EPS_RTOL
 
     attack = unit.condition.attack
-    try:
-        spec = store.unit(unit.id)
-    except StoreError:
-        spec = {}
+    spec = store.unit_or_empty(unit.id)
     used = spec.get("attack_used", {})
     norm = used.get("norm") or attack["params"].get("norm") or attack_noise(attack).fn.norm
     eps = attack["eps"]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import pandas as pd
 
-from robustbench_sys import metrics
+from noises.stages import short_name
+
+from robustbench_sys.metrics import paired as metrics
 
 
 def order(summaries: pd.DataFrame) -> pd.DataFrame:
@@ -90,8 +93,9 @@ def adversarial_table(summaries: pd.DataFrame) -> pd.DataFrame:
     }).reset_index(drop=True)
 
 
-def _stage(pipeline_json: str, field: str) -> str:
-    return json.loads(pipeline_json)[field]
+def _stage(pipeline_json: str, field: str) -> str | None:
+    """A stage's noise name (without its family) in a stored pipeline spec."""
+    return short_name(json.loads(pipeline_json)[field])
 
 
 def imagenet_s_cells(summaries: pd.DataFrame) -> pd.DataFrame:
@@ -138,16 +142,17 @@ def imagenet_s_matrix(summaries: pd.DataFrame, model: str, dataset: str | None =
 def natural_errors(g: pd.DataFrame, value: str = "top1") -> pd.DataFrame:
     """``corruption, severity, error`` rows from a model's natural-family summaries (error =
     1 - ``value``, e.g. ``top1`` or one of its interval bounds)."""
-    cs = [json.loads(p)["corrupt"].rsplit("-", 1) for p in g.pipeline]
+    # a natural-family row always has a corrupt stage
+    cs = [cast(str, _stage(p, "corrupt")).rsplit("-", 1) for p in g.pipeline]
     return pd.DataFrame({"corruption": [c for c, _ in cs], "severity": [int(v) for _, v in cs],
                          "error": 1 - g[value].to_numpy(dtype=float)})
 
 
 def natural_table(summaries: pd.DataFrame) -> pd.DataFrame:
     """ImageNet-C figures per (data set, model): clean error, mCE and relative mCE over the 15
-    benchmark corruptions (AlexNet-normalised, :mod:`robustbench_sys.natural_metrics`; shown when all
+    benchmark corruptions (AlexNet-normalised, :mod:`robustbench_sys.metrics.natural`; shown when all
     15 x 5 are present), mean corruption error, and accuracy per severity (all corruptions)."""
-    from robustbench_sys import natural_metrics as nm
+    from robustbench_sys.metrics import natural as nm
 
     s = summaries[summaries.family.astype(str).str.startswith("natural")] if not summaries.empty else summaries
     rows = []

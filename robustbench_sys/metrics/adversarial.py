@@ -32,8 +32,8 @@ not change a number, they say when it should not be trusted — see :func:`valid
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 

@@ -14,7 +14,7 @@ Every ranked figure carries its number of images ``n`` and a 95% interval:
 - ``imagenet-s`` (decoder x resize pairs) also shows RobustART's std of top-1 over the pairs
   (the model's own pair, its clean run, included).
 - ``natural`` (ImageNet-C, all 15 x 5 present) is ranked by **mCE** instead (AlexNet-normalised,
-  :mod:`robustbench_sys.natural_metrics`), with a conservative interval from the per-condition
+  :mod:`robustbench_sys.metrics.natural`), with a conservative interval from the per-condition
   top-1 Wilson bounds (CE is monotone in each error).
   The interval of the mean ΔACC is the mean of the options' interval bounds.  The options are
   evaluated on the same images, so they are correlated; the standard deviation of an average is
@@ -44,7 +44,10 @@ families, the same set of conditions (a mean over other options is a different n
 ranked group of a family is the largest such group (ties broken by the most recent result).
 Everything else is listed apart (:attr:`Leaderboard.apart`) with the reason; when the same
 (model, condition, data set) was stored twice the newest result is used and the older one is
-listed apart as superseded.
+listed apart as superseded.  An option a model skipped because it is its own reference pipeline
+counts as ΔACC 0 (:func:`with_reference_options`); which options those are is learned from the
+stored rows alone (the other models' ``pipeline`` vs ``reference_pipeline``), never from suite
+files, so a stored ranking does not change when a suite file is edited or deleted.
 
 Overall rank
 ------------
@@ -60,17 +63,18 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+
+from noises.stages import full_key, pipeline_stages
+from robustbench_sys.results import store
 
 CLEAN = "clean"
 IMAGENET_S = "imagenet-s"
 NATURAL = "natural"
 REQUIRED = ("model", "condition", "family", "dataset_fingerprint", "n_images", "suite_version",
             "top1", "top1_ci_low", "top1_ci_high", "delta_acc", "delta_ci_low", "delta_ci_high")
-FORMATS = ("table", "markdown", "csv", "html")
 
 
 @dataclass
@@ -90,39 +94,8 @@ class Leaderboard:
 
 
 # ---------------------------------------------------------------------- reading
-def read_summaries(root) -> tuple[pd.DataFrame, list[str]]:
-    """Every ``summaries/*.parquet`` row under a results root, and the unreadable files (named).
-
-    Same rows as :meth:`ResultsStore.summaries`, read faster for large stores (one footer read
-    per file in a thread pool, one Arrow -> pandas conversion): 1000 files in about 1 s instead
-    of about 5 s on the project machine (benchmarks/bench_dashboard.py).
-    """
-    from concurrent.futures import ThreadPoolExecutor
-    from pathlib import Path
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    d = Path(root).expanduser() / "summaries"
-    files = sorted(d.glob("*.parquet")) if d.is_dir() else []
-
-    def one(p):
-        try:
-            return pq.ParquetFile(p).read(use_threads=False), None
-        except Exception as e:
-            return None, (f"{p}: corrupt parquet file ({type(e).__name__}); delete it and re-run the "
-                          "evaluation to rebuild it")
-
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(files)))) as ex:
-        got = list(ex.map(one, files))
-    tables = [t for t, _ in got if t is not None]
-    problems = [msg for _, msg in got if msg]
-    if not tables:
-        return pd.DataFrame(), problems
-    try:
-        return pa.concat_tables(tables, promote_options="permissive").to_pandas(), problems
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):  # incompatible column types
-        return pd.concat([t.to_pandas() for t in tables], ignore_index=True), problems
+#: the one summary reader (kept here by name for older callers)
+read_summaries = store.read_summaries
 
 
 # ---------------------------------------------------------------------- interval ranks
@@ -189,19 +162,50 @@ def _dedupe(s: pd.DataFrame, apart: list[dict]) -> pd.DataFrame:
     return s[~dup]
 
 
-@lru_cache(maxsize=512)
-def _suite_overrides(suite: str, condition: str) -> tuple | None:
-    """The (stage, value) overrides of ``condition`` in suite ``suite``; None for an attack, an
-    unknown condition or a suite that cannot be read."""
-    from robustbench_sys.errors import UserError
-    from robustbench_sys.suites import get_suite
-
+def _spec(text) -> dict | None:
+    """A stored pipeline spec (JSON) with every stage value as a full noise key, so a spec
+    written with bare names (an older store: ``"pil-bilinear"``) compares equal to the same
+    pipeline written with full keys; None when there is none or it cannot be read."""
     try:
-        conds = get_suite(suite).conditions
-    except (UserError, OSError, ValueError):
+        d = json.loads(text) if isinstance(text, str) and text else None
+    except ValueError:
         return None
-    c = next((c for c in conds if c.name == condition), None)
-    return None if c is None or c.attack else tuple(sorted(c.overrides.items()))
+    if not isinstance(d, dict):
+        return None
+    for st in pipeline_stages():
+        if isinstance(d.get(st.name), str):
+            try:
+                d[st.name] = full_key(st.name, d[st.name])
+            except ValueError:      # a bare name of a stage that spans families: keep it as stored
+                pass
+    return d
+
+
+def condition_changes(rows: pd.DataFrame) -> dict[str, dict] | None:
+    """What a condition sets, learned from the stored rows of the models that ran it: for each
+    row, the stages whose value in its ``pipeline`` differs from its ``reference_pipeline`` (the
+    condition certainly overrides those, with that value).  ``{model: {stage: value}}``; None
+    when no row shows a change (an attack, whose pipeline is the reference one, or rows without
+    specs)."""
+    if "pipeline" not in rows or "reference_pipeline" not in rows:
+        return None
+    out = {}
+    for model, pipe, ref in zip(rows.model, rows.pipeline, rows.reference_pipeline):
+        p, r = _spec(pipe), _spec(ref)
+        if p is None or r is None:
+            continue
+        changed = {k: v for k, v in p.items() if k not in r or r[k] != v}
+        if changed:
+            out[model] = changed
+    return out or None
+
+
+def is_reference_option(ref: dict, changes: dict[str, dict]) -> bool:
+    """True when a model with reference pipeline ``ref`` would have skipped the condition
+    whose ``changes`` (:func:`condition_changes`) other models' rows show: on every stage the
+    condition was seen to set, ``ref`` already has that value (the runner skips a condition
+    whose pipeline equals the model's reference, ΔACC 0 by definition)."""
+    return all(k in ref and ref[k] == v for ch in changes.values() for k, v in ch.items())
 
 
 def with_reference_options(s: pd.DataFrame) -> pd.DataFrame:
@@ -209,31 +213,38 @@ def with_reference_options(s: pd.DataFrame) -> pd.DataFrame:
     the model's reference pipeline (e.g. ``resize/pil-bilinear`` for a bilinear model): ΔACC 0,
     interval [0, 0], flip rate 0 by definition.  Every model of a family then has the same set
     of options (mean ΔACC over the same options, SysNoise's convention), so a bilinear and a
-    bicubic model can be ranked together.  Marked ``reference_option = True``.  Needs the
-    ``reference_pipeline`` / ``suite`` columns and the suite definition; rows lacking them are
-    left as they are."""
-    if s.empty or "reference_pipeline" not in s or "suite" not in s:
+    bicubic model can be ranked together.  Marked ``reference_option = True``.
+
+    Everything comes from the stored rows (no suite file is read: editing or deleting one after
+    a run never changes a stored ranking).  A condition of the family that model A lacks is A's
+    reference option when the rows of the models that ran it (same family and data set) show
+    it changing stages that A's reference pipeline already has at those values
+    (:func:`condition_changes`, :func:`is_reference_option`); A's reference pipeline is the
+    ``reference_pipeline`` of its clean row.  Rows lacking the ``pipeline`` /
+    ``reference_pipeline`` columns are left as they are."""
+    if s.empty or "reference_pipeline" not in s or "pipeline" not in s:
         return s
     add = []
     clean = s[s.condition == CLEAN].drop_duplicates(["model", "dataset_fingerprint"], keep="last")
     for (fam, fp), g in s[s.condition != CLEAN].groupby(["family", "dataset_fingerprint"], sort=False):
         by_model = {m: set(x.condition) for m, x in g.groupby("model")}
         options = g.drop_duplicates("condition")
+        changes = {c: condition_changes(x) for c, x in g.groupby("condition", sort=False)}
         for cr in clean[clean.dataset_fingerprint == fp].itertuples(index=False):
             if cr.model not in by_model:
                 continue
-            try:
-                ref = json.loads(cr.reference_pipeline)
-            except (TypeError, ValueError):
+            ref = _spec(cr.reference_pipeline)
+            if ref is None:
                 continue
             for o in options.itertuples(index=False):
                 if o.condition in by_model[cr.model]:
                     continue
-                ov = dict(_suite_overrides(str(o.suite), str(o.condition)) or ())
-                if not ov or any(k not in ref for k in ov) or {**ref, **ov} != ref:
+                ch = changes.get(o.condition)
+                if not ch or not is_reference_option(ref, ch):
                     continue
                 row = cr._asdict()
-                row.update({"condition": o.condition, "family": fam, "suite": o.suite,
+                row.update({"condition": o.condition, "family": fam,
+                            "suite": getattr(o, "suite", getattr(cr, "suite", None)),
                             "suite_version": o.suite_version, "delta_acc": 0.0, "delta_ci_low": 0.0,
                             "delta_ci_high": 0.0, "flip_rate": 0.0, "ref_top1": cr.top1,
                             "reference_option": True})
@@ -290,8 +301,8 @@ def _mce_entry(m: pd.DataFrame) -> dict:
     monotone in each error, so plugging every error's interval bound (1 - top-1 Wilson bound) gives
     bounds that hold whenever all errors are inside their intervals.  NaN unless all 15 x 5 are
     present (mCE is only defined over the full benchmark)."""
-    from robustbench_sys import natural_metrics as nm
-    from robustbench_sys.report import natural_errors
+    from robustbench_sys.metrics import natural as nm
+    from robustbench_sys.results.report import natural_errors
 
     try:
         vals = [100 * nm.mce(natural_errors(m, col)) for col in ("top1", "top1_ci_high", "top1_ci_low")]
@@ -405,7 +416,10 @@ def _overall(fams: dict[str, pd.DataFrame], apart: list[dict], ds_name: str) -> 
     return out[front + [c for c in out.columns if c not in front]]
 
 
-# ---------------------------------------------------------------------- display
+# ---------------------------------------------------------------------- rendering
+# Ranking (:func:`build`) returns data; everything below only turns a :class:`Leaderboard`
+# into text: :func:`display_frame` (figures with their intervals as text, ties marked '='),
+# :func:`sections` (the tables in output order) and one renderer per format.
 def _ci(lo: float, hi: float, signed: bool = False) -> str:
     if any(isinstance(v, float) and math.isnan(v) for v in (lo, hi)):
         return "n/a"
@@ -443,44 +457,66 @@ def display_frame(lb: Leaderboard, family: str) -> pd.DataFrame:
     return out
 
 
+def header(lb: Leaderboard) -> str:
+    """The line above the tables: the ranked data set and the rank rule."""
+    return (f"data set {lb.dataset} (fingerprint {lb.dataset_fingerprint}); rank = 1 + number of models "
+            "whose 95% interval lies entirely on the better side; '=' marks a tie")
+
+
+def sections(lb: Leaderboard, families: list[str] | None = None) -> list[tuple[str, str, pd.DataFrame]]:
+    """``(name, title, display frame)`` of every table in output order: overall, each ranked
+    family (``families``: only these), then ``not ranked`` when anything is listed apart."""
+    names = ["overall"] + [f for f in lb.families if not families or f in families]
+    out = [(n, f"{n} (mean interval rank over families)" if n == "overall" else n, display_frame(lb, n))
+           for n in names]
+    if len(lb.apart):
+        out.append(("not ranked", "not ranked", lb.apart))
+    return out
+
+
+def render_table(lb: Leaderboard, families: list[str] | None = None) -> str:
+    """Plain-text tables (the CLI's default)."""
+    from robustbench_sys.results import report
+
+    return header(lb) + "\n\n" + "\n\n".join(f"== {title} ==\n" + report.render(d, "table")
+                                               for _, title, d in sections(lb, families))
+
+
+def render_markdown(lb: Leaderboard, families: list[str] | None = None) -> str:
+    from robustbench_sys.results import report
+
+    return header(lb) + "\n\n" + "\n\n".join(f"### {title}\n\n" + report.render(d, "markdown")
+                                               for _, title, d in sections(lb, families))
+
+
+def render_csv(lb: Leaderboard, families: list[str] | None = None) -> str:
+    """One CSV: every table's rows with a leading ``table`` column naming the table."""
+    frames = []
+    for name, _, d in sections(lb, families):
+        if name == "not ranked":
+            frames.append(d.assign(table=name))
+        else:
+            d = d.copy()
+            d.insert(0, "table", name)
+            frames.append(d)
+    return pd.concat(frames, ignore_index=True).to_csv(index=False)
+
+
+def render_html(lb: Leaderboard, families: list[str] | None = None) -> str:
+    """A standalone HTML page."""
+    blocks = [f"<h2>{title}</h2>\n" + d.to_html(index=False, escape=True) for _, title, d in sections(lb, families)]
+    return (f"<!doctype html><meta charset='utf-8'><title>robustbench-sys leaderboard</title>\n<p>{header(lb)}</p>\n"
+            + "\n".join(blocks))
+
+
+RENDERERS = {"table": render_table, "markdown": render_markdown, "csv": render_csv, "html": render_html}
+FORMATS = tuple(RENDERERS)
+
+
 def render(lb: Leaderboard, fmt: str = "table", families: list[str] | None = None) -> str:
     """Text of every table (overall first) in ``table``, ``markdown``, ``csv`` or ``html``."""
-    from robustbench_sys import report
-
-    if fmt not in FORMATS:
+    if fmt not in RENDERERS:
         raise ValueError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     if lb.empty:
         return "(no results)"
-    names = ["overall"] + [f for f in lb.families if not families or f in families]
-    blocks = []
-    head = (f"data set {lb.dataset} (fingerprint {lb.dataset_fingerprint}); rank = 1 + number of models "
-            "whose 95% interval lies entirely on the better side; '=' marks a tie")
-    if fmt == "csv":
-        frames = []
-        for n in names:
-            d = display_frame(lb, n)
-            d.insert(0, "table", n)
-            frames.append(d)
-        if len(lb.apart):
-            frames.append(lb.apart.assign(table="not ranked"))
-        return pd.concat(frames, ignore_index=True).to_csv(index=False)
-    for n in names:
-        d = display_frame(lb, n)
-        title = f"{n} (mean interval rank over families)" if n == "overall" else n
-        if fmt == "html":
-            blocks.append(f"<h2>{title}</h2>\n" + d.to_html(index=False, escape=True))
-        elif fmt == "markdown":
-            blocks.append(f"### {title}\n\n" + report.render(d, "markdown"))
-        else:
-            blocks.append(f"== {title} ==\n" + report.render(d, "table"))
-    if len(lb.apart):
-        if fmt == "html":
-            blocks.append("<h2>not ranked</h2>\n" + lb.apart.to_html(index=False, escape=True))
-        elif fmt == "markdown":
-            blocks.append("### not ranked\n\n" + report.render(lb.apart, "markdown"))
-        else:
-            blocks.append("== not ranked ==\n" + report.render(lb.apart, "table"))
-    if fmt == "html":
-        return f"<!doctype html><meta charset='utf-8'><title>robustbench-sys leaderboard</title>\n<p>{head}</p>\n" \
-            + "\n".join(blocks)
-    return head + "\n\n" + "\n\n".join(blocks)
+    return RENDERERS[fmt](lb, families)

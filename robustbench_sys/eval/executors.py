@@ -1,10 +1,10 @@
 """Scale-out: the evaluator's units on a Dask cluster (``evaluate(..., scheduler=...)``,
 ``robustbench-sys eval --scheduler``).
 
-The plan is the same as in one process (:meth:`Runner.plan`); only *where* a pending unit runs
+The plan is the same as in one process (:func:`robustbench_sys.eval.plan.plan_units`); only *where* a pending unit runs
 changes.  Each unit is one task: the worker loads the model (kept for the next unit of the same
 card), applies the unit's model-side stages (graph change, precision / backend) and runs the
-same loop as :func:`robustbench_sys.runner.run_pending`, writing its per-image parquet parts
+same loop as :meth:`robustbench_sys.eval.runner.Runner.run_pending`, writing its per-image parquet parts
 straight into the results store.  The client then summarises every unit as soon as its task
 finishes, exactly as the local run does.  So:
 
@@ -21,28 +21,53 @@ On a real cluster the workers must reach the results store and the images at the
 
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import contextmanager
 
+from robustbench_sys.alloc import tune_allocator
 from robustbench_sys.errors import UserError
+from robustbench_sys.eval.deploy import Calibration
+from robustbench_sys.eval.plan import Skip
+from robustbench_sys.eval.runner import Runner
 
-#: per worker process: the loaded model of the last card (see ``runner.run_pending``)
+log = logging.getLogger("robustbench_sys.eval")
+
+#: per worker process: the loaded model of the last card (see ``Runner.run_pending``)
 _WORKER_MODELS: dict = {}
+
+
+class _Collect(logging.Handler):
+    """Keeps the messages a worker logs, to hand them back to the client."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def _worker_unit(out: str, unit, batch_size: int, calibration, torch_threads: int | None) -> dict:
     """Runs on a Dask worker: one pending unit into the store at ``out``."""
     import torch
 
-    from robustbench_sys.runner import Runner, _Calibration, run_pending
-
+    tune_allocator()
     if torch_threads:
         torch.set_num_threads(torch_threads)
-    logs: list[str] = []
-    runner = Runner(out, batch_size=batch_size, workers=0, progress=False, log=logs.append)
-    calib = _Calibration(calibration, unit.dataset, batch_size)
-    reason = run_pending(runner, unit, calib, _WORKER_MODELS)
-    return {"unit_id": unit.id, "skip": reason, "log": logs, "worker_pid": os.getpid()}
+    collect = _Collect()
+    logger = logging.getLogger("robustbench_sys")
+    logger.addHandler(collect)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        runner = Runner(out, batch_size=batch_size, workers=0, progress=False)
+        calib = Calibration(calibration, unit.dataset, batch_size)
+        reason = runner.run_pending(unit, calib, _WORKER_MODELS)
+    finally:
+        logger.removeHandler(collect)
+        logger.setLevel(level)
+    return {"unit_id": unit.id, "skip": reason, "log": collect.messages, "worker_pid": os.getpid()}
 
 
 def _parse(scheduler) -> tuple[str, object]:
@@ -105,7 +130,7 @@ def run_dask(runner, plans: list[list], scheduler, *, calibration, batch_size: i
     refs = {units[0].card.name: units[0] for units in plans}
 
     def summarise(unit) -> None:
-        store.write_summary(unit.id, runner.summarise(unit, refs[unit.card.name]))
+        runner.summarise(unit, refs[unit.card.name])
 
     with _client(scheduler) as (client, threads):
         def run(units) -> None:
@@ -119,10 +144,11 @@ def run_dask(runner, plans: list[list], scheduler, *, calibration, batch_size: i
                 unit = futures[fut]
                 res = fut.result()     # a failed unit raises here, after the finished ones were summarised
                 for line in res["log"]:
-                    runner.log(line)
-                runner.log(f"  {unit.card.name} / {unit.condition.name}: ran on Dask worker pid {res['worker_pid']}")
+                    log.info("%s", line)
+                log.info("  %s / %s: ran on Dask worker pid %d", unit.card.name, unit.condition.name,
+                         res["worker_pid"])
                 if res["skip"]:
-                    runner._skip(unit.card.name, unit.condition, res["skip"])
+                    runner.skip(Skip(unit.card.name, unit.condition.name, res["skip"]))
                     skipped.add(unit.id)
                     continue
                 summarise(unit)

@@ -1,0 +1,104 @@
+"""Planning: which (model, condition, data set) units a run has, and which it skips and why.
+
+A :class:`Unit` is one evaluation; its id hashes exactly what decides its rows (card name,
+weights sha256, data-set fingerprint, the full pipeline spec and the attack), so re-running
+the same command finds the same units.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import zoo
+from robustbench_sys.data import Dataset
+from robustbench_sys.errors import UserError
+from robustbench_sys.eval.attack import unavailable
+from robustbench_sys.pipeline import Pipeline
+from robustbench_sys.suites import Condition
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One (model, condition, data set) evaluation."""
+
+    id: str
+    card: zoo.ModelCard
+    weights_sha256: str
+    condition: Condition
+    pipeline: Pipeline
+    dataset: Dataset
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A condition a model does not run, with the one-line reason."""
+
+    model: str
+    condition: str
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"model": self.model, "condition": self.condition, "reason": self.reason}
+
+
+def unit_id(card_name: str, weights_sha: str, dataset: Dataset, pipeline: Pipeline, attack: dict | None = None) -> str:
+    key = json.dumps([card_name, weights_sha, dataset.fingerprint, pipeline.spec()] + ([attack] if attack else []),
+                     sort_keys=True)
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def reference_pipeline(card: zoo.ModelCard, dataset: Dataset) -> Pipeline:
+    """The model's own pipeline; for a generated variant (``dataset.preprocessed_size``) the
+    images already are its input crop: decode with PIL, no resize, the card's mean / std."""
+    ref = Pipeline.from_card(card)
+    return ref if dataset.preprocessed_size is None else ref.replace(decoder="decoder/pil", resize="none")
+
+
+def plan_units(card: zoo.ModelCard, weights_sha: str, conditions: list[Condition],
+               dataset: Dataset) -> tuple[list[Unit], list[Skip]]:
+    """The units of one model, reference (clean) first, and the conditions it skips."""
+    ref = reference_pipeline(card, dataset)
+    units: list[Unit] = []
+    skips: list[Skip] = []
+    for cond in conditions:
+        if dataset.preprocessed_size is not None and {"decoder", "resize"} & set(cond.overrides):
+            skips.append(Skip(card.name, cond.name, "not applicable: --data is a generated variant, already "
+                                                    "decoded, resized and cropped"))
+            continue
+        try:
+            pipe = ref.replace(**cond.overrides)
+            reason = pipe.check_available()
+            if cond.attack and not reason:
+                reason = unavailable(cond.attack)
+        except (ValueError, KeyError) as e:
+            raise UserError(f"suite {cond.suite}, condition {cond.name}: {e}") from None
+        if not cond.is_clean and pipe == ref and not cond.attack:
+            skips.append(Skip(card.name, cond.name, "same as the model's reference pipeline (ΔACC 0 by definition)"))
+            continue
+        if reason:
+            skips.append(Skip(card.name, cond.name, f"unavailable here: {reason}"))
+            continue
+        units.append(Unit(unit_id(card.name, weights_sha, dataset, pipe, cond.attack or None), card, weights_sha,
+                          cond, pipe, dataset))
+    return [u for u in units if u.condition.is_clean] + [u for u in units if not u.condition.is_clean], skips
+
+
+def check_benchmark(card: zoo.ModelCard, dataset: Dataset) -> None:
+    """Refuse a model of another benchmark (an MNIST LeNet on ImageNet images, or the reverse)."""
+    bench = "mnist" if dataset.name.split("[")[0] == "mnist-test" else None
+    top = max((s.label for s in dataset.samples), default=-1)
+    if (bench and card.benchmark != bench) or top >= card.num_classes:
+        raise UserError(f"--model {card.name}: a {card.benchmark} model ({card.num_classes} classes) cannot be "
+                        f"evaluated on --data {dataset.name} (labels up to {top}"
+                        f"{', benchmark ' + bench if bench else ''}); pick a model of that benchmark "
+                        "(robustbench-sys zoo list)")
+
+
+def check_preprocessed(card: zoo.ModelCard, dataset: Dataset, data) -> None:
+    size = dataset.preprocessed_size
+    if size is not None and size != card.preprocess.input_size:
+        raise UserError(f"--model {card.name}: --data {data} holds {size}px crops (a generated variant) but "
+                        f"the model takes {card.preprocess.input_size}px input; generate a variant for it with "
+                        f"'robustbench-sys generate ... --model {card.name}'")

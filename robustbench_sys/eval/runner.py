@@ -1,0 +1,87 @@
+"""One evaluation run's context and the steps every executor shares: deploy a unit's model-side
+stages, run its batch loop, summarise it.  The one-process path (:func:`run_local`) and the
+Dask workers (:mod:`robustbench_sys.eval.executors`) both go through :meth:`Runner.run_pending`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+
+import noises
+import zoo
+from robustbench_sys.eval.attack import Attack
+from robustbench_sys.eval.deploy import Calibration, deploy
+from robustbench_sys.eval.loop import Classify, preprocess_workers, run_unit
+from robustbench_sys.eval.plan import Skip, Unit
+from robustbench_sys.eval.scoring import summarise
+from robustbench_sys.results.store import ResultsStore
+
+log = logging.getLogger("robustbench_sys.eval")
+
+
+class Runner:
+    """A run over one results store: its id, batch settings, and what it skipped."""
+
+    def __init__(self, out: str | os.PathLike, *, batch_size: int = 32, workers: int | None = None,
+                 progress: bool = True):
+        self.store = ResultsStore(out)
+        self.batch_size = batch_size
+        self.workers = preprocess_workers() if workers is None else workers
+        self.progress = progress
+        self.run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.skipped: list[dict] = []
+        self.deploy_info: dict[str, dict] = {}
+
+    def skip(self, s: Skip) -> None:
+        self.skipped.append(s.as_dict())
+        log.info("  skip %s / %s: %s", s.model, s.condition, s.reason)
+
+    def pending(self, unit: Unit) -> bool:
+        """True while some image of the unit has no stored row yet."""
+        done = self.store.done_files(unit.id)
+        return any(s.file not in done for s in unit.dataset.samples)
+
+    def run_pending(self, unit: Unit, calib: Calibration, models: dict) -> str | None:
+        """Deploy the model-side stages of one pending unit and run its loop.  ``models`` caches the
+        loaded model (one card at a time).  Returns a skip reason (a graph change that does not apply
+        to this model) or None."""
+        model = models.get(unit.card.name)
+        if model is None:
+            models.clear()
+            model = models[unit.card.name] = zoo.load_model(unit.card)
+        try:
+            deployed = deploy(model, unit, calib)
+        except noises.NotApplicable as e:
+            return f"not applicable: {e}"
+        self.deploy_info[unit.id] = getattr(deployed, "info", {})
+        strategy = Attack(unit, deployed, self.store) if unit.condition.attack else Classify(unit, deployed)
+        run_unit(self.store, unit, strategy, run_id=self.run_id, batch_size=self.batch_size,
+                 workers=self.workers, progress=self.progress, deploy_info=self.deploy_info[unit.id])
+        return None
+
+    def summarise(self, unit: Unit, ref: Unit) -> None:
+        """Write the unit's summary row (paired with the model's reference unit)."""
+        info = self.deploy_info.get(unit.id)
+        if info is None:   # deployed by an earlier, interrupted run: its unit spec kept the info
+            info = self.store.unit_or_empty(unit.id).get("deploy_info", {})
+        self.store.write_summary(unit.id, summarise(self.store, unit, ref, run_id=self.run_id, deploy_info=info))
+
+
+def run_local(runner: Runner, units: list[Unit], calib: Calibration) -> list[Unit]:
+    """One model's units in this process, reference first; returns the units with a summary."""
+    models: dict = {}   # the loaded model, shared by the units (see Runner.run_pending)
+    ref, finished = units[0], []
+    for unit in units:
+        if not runner.store.has_summary(unit.id, unit.condition.name):
+            if runner.pending(unit):
+                reason = runner.run_pending(unit, calib, models)
+                if reason:
+                    runner.skip(Skip(unit.card.name, unit.condition.name, reason))
+                    continue
+            # Summarised as soon as the unit is complete, so a crash later in the run
+            # (a native backend, an interrupt) never costs a finished unit its summary.
+            runner.summarise(unit, ref)
+        finished.append(unit)
+    return finished

@@ -1,0 +1,50 @@
+"""A unit's summary row: accuracy with its Wilson interval, the paired ΔACC against the model's
+reference unit (interval, McNemar p, flips), and provenance; attack units add robust accuracy."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from robustbench_sys.eval.attack import summary_fields
+from robustbench_sys.metrics import paired
+from robustbench_sys.provenance import environment
+from robustbench_sys.results.store import ResultsStore
+
+
+def summarise(store: ResultsStore, unit, ref, *, run_id: str, deploy_info: dict) -> dict:
+    rows = store.read_unit_rows(unit.id)
+    base = store.read_unit_rows(ref.id)
+    ok = rows[rows.status == "ok"]
+    m = ok.merge(base[base.status == "ok"], on="file", suffixes=("", "_ref"))
+    delta = paired.paired_delta(m.correct_ref.to_numpy(), m.correct.to_numpy())
+    n = len(ok)
+    k1, k5 = int(ok.correct.sum()), int(ok.correct5.sum())
+    lo, hi = paired.wilson_interval(k1, n)
+    env = environment()
+    row = {
+        "unit_id": unit.id, "run_id": run_id, "model": unit.card.name, "arch": unit.card.arch,
+        "condition": unit.condition.name, "family": unit.condition.family,
+        "suite": unit.condition.suite, "suite_version": unit.condition.suite_version,
+        "dataset": unit.dataset.name, "dataset_fingerprint": unit.dataset.fingerprint,
+        "n_images": n, "n_errors": int((rows.status != "ok").sum()), "n_paired": delta.n,
+        "top1": k1 / n if n else float("nan"), "top1_ci_low": lo, "top1_ci_high": hi,
+        "top5": k5 / n if n else float("nan"),
+        "ref_top1": delta.ref_acc, "delta_acc": delta.delta,
+        "delta_ci_low": delta.ci_low, "delta_ci_high": delta.ci_high,
+        "mcnemar_p": delta.p_value, "n_lost": delta.b, "n_gained": delta.c,
+        "flip_rate": paired.flip_rate(m.pred_ref.to_numpy(), m.pred.to_numpy()),
+        "pipeline": unit.pipeline.spec_json(), "pipeline_text": unit.pipeline.describe(),
+        "reference_pipeline": ref.pipeline.spec_json(),
+        "weights_sha256": unit.weights_sha256,
+        "deploy_info": json.dumps(deploy_info, sort_keys=True, default=str),
+        "tags": json.dumps(unit.card.tags, sort_keys=True),
+        "provenance": json.dumps({**env, "noise_versions": unit.pipeline.noise_versions()},
+                                 sort_keys=True, default=str),
+        "run_ids": json.dumps(sorted(set(rows.run_id))),
+        "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
+    }
+    if unit.condition.attack:
+        row.update(summary_fields(store, unit, rows, base))
+    return row
