@@ -1,5 +1,6 @@
 """robustbench-sys dashboard (Streamlit): leaderboard, ΔACC heatmap, clean-vs-robust scatter,
-per-condition drill-down, flipped-image viewer and provenance, over one results store.
+per-condition drill-down, flipped-image viewer, deployment-stack audits and provenance, over one
+results store.
 
 Start it with ``robustbench-sys dashboard [--results DIR] [--port N] [--expose]`` (binds
 127.0.0.1 unless ``--expose``; usage statistics off).  Everything shown is read from the store
@@ -32,7 +33,7 @@ from robustbench_sys.results import report  # noqa: E402
 from robustbench_sys.results.store import ResultsStore, StoreError  # noqa: E402
 
 PAGES = ("Leaderboard", "ΔACC heatmap", "Clean vs robust", "Condition drill-down", "Flipped images",
-         "Provenance")
+         "Audit", "Provenance")
 
 
 # ---------------------------------------------------------------------- data access (cached)
@@ -293,6 +294,74 @@ def page_flips(root: str, sig: tuple, df: pd.DataFrame) -> None:
             col.dataframe(top, hide_index=True, width="stretch")
 
 
+def waterfall_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """The cumulative path of one audit (:func:`report.audit_rows` of one data set, model and
+    stack) as waterfall bars: each step from the ΔACC before it to the ΔACC after it, then the
+    whole stack from 0.  ΔACC in pp, positive = accuracy lost."""
+    path = rows[rows.part == "path"].sort_values("index")
+    out, before = [], 0.0
+    for r in path.itertuples():
+        after = 100 * r.delta_acc
+        step = 100 * r.step_delta
+        out.append({"step": f"{r.index}. {'' if r.index == 1 else '+'}{r.stage}={r.noise}", "start": before,
+                    "end": after, "ΔACC pp": round(step, 2), "cumulative ΔACC pp": round(after, 2),
+                    "effect": "loss" if step > 0 else "gain" if step < 0 else "none", "note": r.note})
+        before = after if pd.notna(after) else before
+    whole = rows[rows.part == "stack"].iloc[0]
+    total = 100 * whole.delta_acc
+    out.append({"step": "whole stack", "start": 0.0, "end": total, "ΔACC pp": round(total, 2),
+                "cumulative ΔACC pp": round(total, 2), "effect": "whole stack", "note": whole.note})
+    return pd.DataFrame(out)
+
+
+def page_audit(root: str, sig: tuple, df: pd.DataFrame) -> None:
+    import altair as alt
+
+    st.header("Audit: your deployment stack, stage by stage")
+    rows = report.audit_rows(df)
+    if rows.empty:
+        st.info("No audit stored yet. Run `robustbench-sys audit --model M --stack "
+                "\"decoder=opencv,resize=cv2-linear,...\" --data DIR` into this results folder.")
+        return
+    fp = _dataset_choice(df[df.dataset_fingerprint.isin(set(rows.dataset_fingerprint))], "au")
+    rows = rows[rows.dataset_fingerprint == fp]
+    c1, c2 = st.columns(2)
+    model = c1.selectbox("model", sorted(set(rows.model)), key="au-model")
+    rows = rows[rows.model == model]
+    stacks = dict(zip(rows.stack_id, rows["stack"]))
+    sid = c2.selectbox("stack", sorted(stacks), format_func=lambda k: f"{stacks[k]}  ({k})", key="au-stack")
+    g = rows[rows.stack_id == sid]
+    st.markdown(report.audit_verdict(g).replace("verdict: ", "**Verdict:** ", 1))
+    st.caption(f"Stack `{stacks[sid]}` against {model}'s reference pipeline on **{g.dataset.iloc[0]}** "
+               f"(n = {int(g.n.max())}, reference top-1 {100 * g.ref_top1.iloc[0]:.1f}%). ΔACC = reference − "
+               "stack accuracy (pp, positive = lost), paired bootstrap 95% CI; flip = share of images whose "
+               "top-1 prediction changes.")
+    st.subheader("Cumulative path (SysNoise Fig. 3), in your order")
+    wf = waterfall_frame(g)
+    colors = alt.Scale(domain=["loss", "gain", "none", "whole stack"],
+                       range=["#d62728", "#2ca02c", "#9e9e9e", "#4c78a8"])
+    bars = alt.Chart(wf).mark_bar().encode(
+        x=alt.X("step:N", sort=None, title=None, axis=alt.Axis(labelAngle=-20, labelLimit=260)),
+        y=alt.Y("start:Q", title="ΔACC pp (cumulative)"), y2="end:Q",
+        color=alt.Color("effect:N", scale=colors, title=None), tooltip=list(wf.columns))
+    zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(color="black").encode(y="y:Q")
+    st.altair_chart(bars + zero, width="stretch")
+    st.subheader("Each stage alone")
+    alone = g[g.part == "alone"].sort_values("index")
+    a = pd.DataFrame({"stage": [f"{r.index}. {r.stage}={r.noise}" for r in alone.itertuples()],
+                      "ΔACC pp": (100 * alone.delta_acc).round(2).to_numpy(),
+                      "lo": (100 * alone.delta_ci_low).to_numpy(), "hi": (100 * alone.delta_ci_high).to_numpy(),
+                      "flip %": (100 * alone.flip_rate).round(2).to_numpy()})
+    base = alt.Chart(a).encode(x=alt.X("stage:N", sort=None, title=None, axis=alt.Axis(labelAngle=-20, labelLimit=260)))
+    chart = base.mark_bar(color="#d62728", opacity=0.75).encode(y=alt.Y("ΔACC pp:Q", title="ΔACC pp (95% CI)"),
+                                                                tooltip=list(a.columns)) + \
+        base.mark_rule().encode(y="lo:Q", y2="hi:Q") + zero
+    st.altair_chart(chart, width="stretch")
+    st.subheader("Table")
+    t = report.audit_table(df[df.dataset_fingerprint.eq(fp) & df.model.eq(model)])
+    st.dataframe(t[t["stack"] == sid].drop(columns=["dataset", "model", "stack"]), hide_index=True, width="stretch")
+
+
 def page_provenance(root: str, sig: tuple, df: pd.DataFrame) -> None:
     st.header("Provenance")
     labels = [f"{r.model} / {r.condition} / {r.dataset}" for r in df.itertuples()]
@@ -325,7 +394,7 @@ def _json(s) -> dict:
 
 
 RENDER = dict(zip(PAGES, (page_leaderboard, page_heatmap, page_scatter, page_drilldown, page_flips,
-                          page_provenance)))
+                          page_audit, page_provenance)))
 
 
 # ---------------------------------------------------------------------- main

@@ -87,13 +87,27 @@ def register(family: str, name: str, *, description: str = "",
     return deco
 
 
-def _load_all() -> None:
-    # importing the family packages runs their @register decorators; each family
-    # imports its optional libraries lazily, so this never fails for a missing extra
-    import importlib
+_LOADED: list[bool] = []
 
-    for pkg in ("noises.system", "noises.natural", "noises.adversarial"):
-        importlib.import_module(pkg)
+
+def _load_all() -> None:
+    """Import every public module of the family packages (``noises/system``, ``natural``,
+    ``adversarial``), which runs their ``register`` calls: a new noise is one new file (or one
+    entry in an existing file), with nothing to add elsewhere.  Modules whose name starts with
+    ``_`` are helpers or scripts run in other environments and are not imported here.  Each
+    family imports its optional libraries lazily, so this never fails for a missing extra."""
+    if _LOADED:
+        return
+    import importlib
+    import pkgutil
+
+    base = __name__.rsplit(".", 1)[0]
+    for family in ("system", "natural", "adversarial"):
+        pkg = importlib.import_module(f"{base}.{family}")
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{pkg.__name__}.{info.name}")
+    _LOADED.append(True)
 
 
 def get(key: str, family: str | None = None) -> Noise:

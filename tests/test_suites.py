@@ -46,6 +46,22 @@ def _write(path, text: str):
     return path
 
 
+def _sweep_file(tmp_path, name: str, body: str, family: str | None = None):
+    """Suite file ``<name>.toml`` sweeping the ``corrupt`` stage; ``body``: the rest of its ``[sweep]`` table."""
+    head = f'name = "{name}"\n' + (f'family = "{family}"\n' if family else "")
+    return _write(tmp_path / f"{name}.toml", f'{head}[sweep]\nstage = "corrupt"\n{body}\n')
+
+
+def _conditions_file(tmp_path, name: str, family: str, conditions, include: tuple[str, ...] = ()):
+    """Suite file ``<name>.toml`` of ``family`` listing ``conditions``, ``(name, stage, value)`` triples."""
+    lines = [f'name = "{name}"', f'family = "{family}"']
+    if include:
+        lines.append("include = [" + ", ".join(f'"{i}"' for i in include) + "]")
+    for cname, stage, value in conditions:
+        lines += ["[[conditions]]", f'name = "{cname}"', f'{stage} = "{value}"']
+    return _write(tmp_path / f"{name}.toml", "\n".join(lines) + "\n")
+
+
 # ------------------------------------------------------------------------------------- built-ins
 def test_there_are_builtin_suites():
     names = list_suites()
@@ -108,27 +124,15 @@ def test_card_pipeline_round_trips(name):
 
 # ------------------------------------------------------------------------------------- where
 def test_where_selects_by_group(tmp_path):
-    f = _write(tmp_path / "blurs.toml", """
-name = "blurs"
-family = "blurs"
-[sweep]
-stage = "corrupt"
-pattern = "natural/*"
-where = { group = "blur", benchmark = true }
-""")
+    f = _sweep_file(tmp_path, "blurs", 'pattern = "natural/*"\nwhere = { group = "blur", benchmark = true }',
+                    family="blurs")
     names = [c.name for c in get_suite(str(f)).conditions]
     assert names == sorted(f"blurs/natural/{n}-{s}" for n in GROUPS["blur"] for s in SEVERITIES)
 
 
 def test_where_list_means_any_of_and_exclude_still_applies(tmp_path):
-    f = _write(tmp_path / "mix.toml", """
-name = "mix"
-family = "natural"
-[sweep]
-stage = "corrupt"
-where = { group = ["noise", "weather"], severity = 3 }
-exclude = ["natural/frost-*"]
-""")
+    f = _sweep_file(tmp_path, "mix", 'where = { group = ["noise", "weather"], severity = 3 }\n'
+                                     'exclude = ["natural/frost-*"]', family="natural")
     want = sorted(f"natural/{n}-3" for n, c in _corruptions().items()
                   if c.group in ("noise", "weather") and n != "frost")
     assert [c.name for c in get_suite(str(f)).conditions] == want
@@ -140,26 +144,16 @@ def _corruptions():
     return CORRUPTIONS
 
 
-def test_where_bool_is_not_a_number(tmp_path):
-    f = _write(tmp_path / "one.toml", """
-name = "one"
-[sweep]
-stage = "corrupt"
-where = { benchmark = 1 }
-""")
-    with pytest.raises(UserError, match=r"one\.toml.*matches no noise"):
-        get_suite(str(f))
-
-
 @pytest.mark.parametrize("body, match", [
     ('where = { grup = "blur" }', r"bad\.toml.*unknown key 'grup'.*valid: benchmark, corruption, group, severity"),
     ('where = { group = "sky" }', r"bad\.toml.*stage 'corrupt'.*where.*matches no noise"),
     ('where = "benchmark"', r"bad\.toml.*where must be a table"),
     ('where = { group = [] }', r"bad\.toml.*non-empty list"),
     ('were = { group = "blur" }', r"bad\.toml.*\[sweep\] has unknown key\(s\) were"),
+    ('where = { benchmark = 1 }', r"bad\.toml.*matches no noise"),  # a bool is not a number
 ])
 def test_bad_where_is_a_one_line_user_error(tmp_path, body, match):
-    f = _write(tmp_path / "bad.toml", f'name = "bad"\n[sweep]\nstage = "corrupt"\n{body}\n')
+    f = _sweep_file(tmp_path, "bad", body)
     with pytest.raises(UserError, match=match) as e:
         get_suite(str(f))
     assert "\n" not in str(e.value)
@@ -219,16 +213,7 @@ def test_unknown_include_names_the_including_file(tmp_path):
 
 
 def test_duplicate_condition_names_are_a_user_error(tmp_path):
-    f = _write(tmp_path / "dup.toml", """
-name = "dup"
-family = "sys"
-[[conditions]]
-name = "area"
-resize = "cv2-area"
-[[conditions]]
-name = "area"
-resize = "pil-box"
-""")
+    f = _conditions_file(tmp_path, "dup", "sys", [("area", "resize", "cv2-area"), ("area", "resize", "pil-box")])
     with pytest.raises(UserError, match=r"dup\.toml: condition name\(s\) sys/area given more than once") as e:
         get_suite(str(f))
     assert "\n" not in str(e.value)
@@ -238,27 +223,15 @@ def test_condition_duplicated_by_an_include_is_a_user_error(tmp_path):
     first = get_suite("color").conditions[0]
     family, cname = first.name.split("/", 1)
     stage, value = next(iter(first.overrides.items()))
-    f = _write(tmp_path / "twice.toml", f"""
-name = "twice"
-family = "{family}"
-include = ["color"]
-[[conditions]]
-name = "{cname}"
-{stage} = "{value}"
-""")
+    f = _conditions_file(tmp_path, "twice", family, [(cname, stage, value)], include=("color",))
     with pytest.raises(UserError, match=rf"twice\.toml: condition name\(s\) {first.name} given more than once"):
         get_suite(str(f))
 
 
 def test_exclude_still_works_for_user_files(tmp_path):
-    f = _write(tmp_path / "ex.toml", """
-name = "ex"
-family = "natural"
-[sweep]
-stage = "corrupt"
-pattern = "natural/*"
-exclude = ["natural/speckle_noise-*", "natural/gaussian_blur-*", "natural/spatter-*", "natural/saturate-*"]
-""")
+    f = _sweep_file(tmp_path, "ex", 'pattern = "natural/*"\nexclude = ["natural/speckle_noise-*", '
+                                   '"natural/gaussian_blur-*", "natural/spatter-*", "natural/saturate-*"]',
+                    family="natural")
     got = get_suite(str(f)).conditions
     want = get_suite("imagenet-c").conditions
     assert [(c.name, c.overrides) for c in got] == [(c.name, c.overrides) for c in want]

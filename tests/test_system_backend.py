@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _deploy_helpers import calib_files, compare, eval_batch, make_ctx, reference_logits, zoo_model
+from _deploy_helpers import compare, deploy_setup, make_ctx
 from _registry import needs, registry_params, settings_of
 
 import noises
@@ -32,10 +32,7 @@ def _settings(key: str) -> dict:
 
 @pytest.fixture(scope="module")
 def setup(imagenet_sample, sample_rows, sample_jpegs):
-    model = zoo_model("mobilenet_v2")
-    x = eval_batch(sample_jpegs)
-    files = calib_files(imagenet_sample, sample_rows, sample_jpegs)
-    ref = reference_logits(tuple(str(p) for p in sample_jpegs))
+    model, x, files, ref = deploy_setup(imagenet_sample, sample_rows, sample_jpegs)
     return model, x, make_ctx(x, files), ref
 
 

@@ -1,9 +1,16 @@
 """Model zoo: model cards as data (``zoo/cards/*.toml``) and their loading.
 
-A card holds the architecture (``timm:NAME`` or ``torchvision:NAME``), the weight source
-and sha256, the model's reference ("training system") preprocessing, and tags.  The card's
-``preprocess`` table is the single source of the model's preprocessing, as timm's
-``pretrained_cfg`` is.
+A card holds the architecture (``timm:NAME[.TAG]``, ``torchvision:NAME[.WEIGHTS]``,
+``zoo:NAME``, ``python:pkg.module:factory`` or ``onnx``), the weight source and sha256, the
+model's reference ("training system") preprocessing, and tags.  The card's ``preprocess`` table
+is the single source of the model's preprocessing, as timm's ``pretrained_cfg`` is; every key
+and type is validated on load (:mod:`zoo.schema`, documented in ``docs/cards.md``).  Only a
+``timm:`` card may leave ``[preprocess]`` out: it is then resolved from timm's pretrained_cfg
+of that tag, and ``ModelCard.preprocess_source`` records where it came from.
+
+Models that are not cards (a ``timm:``/``torchvision:`` name, an ``.onnx`` file, a
+``python:`` factory, an ``nn.Module``) become cards through :func:`zoo.resolve.resolve_model`;
+``zoo.add.add_card`` writes a validated card for a user checkpoint.
 
     >>> import zoo
     >>> zoo.list_models("tf_efficientnet_lite*")
@@ -22,97 +29,35 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from noises.stages import full_key, pipeline_stages
+from zoo.card import ZOO_ARCHS, CardError, ModelCard, Preprocess, UnknownModel
+from zoo.schema import card_from_toml
 from zoo.weights import WeightsUnavailable, cache_dir, cached, fetch, load_state_dict
 
-__all__ = ["ModelCard", "Preprocess", "UnknownModel", "WeightsUnavailable", "get_card",
-           "list_models", "load_model", "fetch_weights", "weights_status", "cache_dir"]
+__all__ = ["CardError", "ModelCard", "Preprocess", "UnknownModel", "WeightsUnavailable", "get_card",
+           "list_models", "load_model", "fetch_weights", "weights_status", "cache_dir", "user_cards_dir",
+           "ZOO_ARCHS"]
 
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
-#: architectures defined in this package (``arch = "zoo:NAME"``)
-ZOO_ARCHS = ("mnist_lenet5",)
-
-
-class UnknownModel(KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """The training system's preprocessing: the image half of a
-    :class:`robustbench_sys.pipeline.Pipeline` (which adds the noise-only stages).
-
-    Stage fields hold full noise keys (:mod:`noises.stages`); a bare name (``resize="cv2-area"``)
-    is completed with the stage's family."""
-
-    decoder: str = "decoder/pil"
-    color: str = "rgb"
-    resize: str = "resize/pil-bilinear"
-    input_size: int = 224
-    crop_pct: float = 0.875
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
-
-    def __post_init__(self) -> None:
-        for st in pipeline_stages():
-            if hasattr(self, st.name):
-                object.__setattr__(self, st.name, full_key(st.name, getattr(self, st.name)))
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    name: str
-    arch: str
-    num_classes: int
-    weights: dict
-    preprocess: Preprocess
-    tags: dict = field(default_factory=dict)
-    description: str = ""
-    path: str = ""
-    benchmark: str = "imagenet"
-
-    @property
-    def library(self) -> str:
-        return self.arch.split(":", 1)[0]
-
-    @property
-    def arch_name(self) -> str:
-        return self.arch.split(":", 1)[1]
 
 
 def _parse(path: Path) -> ModelCard:
-    with open(path, "rb") as f:
-        d = tomllib.load(f)
-    try:
-        pp = dict(d.get("preprocess", {}))
-        for k in ("mean", "std"):
-            if k in pp:
-                pp[k] = tuple(float(v) for v in pp[k])
-        card = ModelCard(name=d["name"], arch=d["arch"], num_classes=int(d.get("num_classes", 1000)),
-                         weights=dict(d["weights"]), preprocess=Preprocess(**pp),
-                         tags=dict(d.get("tags", {})), description=d.get("description", ""),
-                         path=str(path), benchmark=str(d.get("benchmark", "imagenet")))
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"model card {path} is malformed: {e}") from None
-    if card.library not in ("timm", "torchvision", "zoo"):
-        raise ValueError(f"model card {path}: arch must be 'timm:NAME', 'torchvision:NAME' or "
-                         f"'zoo:{'|'.join(ZOO_ARCHS)}', got {card.arch!r}")
-    if card.library == "zoo" and card.arch_name not in ZOO_ARCHS:
-        raise ValueError(f"model card {path}: unknown zoo architecture {card.arch_name!r}; "
-                         f"valid: {', '.join(ZOO_ARCHS)}")
-    return card
+    return card_from_toml(path)
+
+
+def user_cards_dir() -> Path:
+    """Where ``zoo add`` writes cards: the first ``$ROBUSTBENCH_SYS_CARDS`` entry, else
+    ``~/.config/robustbench-sys/cards``."""
+    extra = [p for p in os.environ.get("ROBUSTBENCH_SYS_CARDS", "").split(os.pathsep) if p]
+    return Path(os.path.expanduser(extra[0])) if extra else Path.home() / ".config" / "robustbench-sys" / "cards"
 
 
 def _card_dirs() -> list[Path]:
-    extra = [Path(p) for p in os.environ.get("ROBUSTBENCH_SYS_CARDS", "").split(os.pathsep) if p]
-    return [CARDS_DIR, *extra]
+    """The built-in cards, then ``$ROBUSTBENCH_SYS_CARDS`` (``os.pathsep``-separated), else the
+    user's ``~/.config/robustbench-sys/cards``."""
+    extra = [Path(os.path.expanduser(p)) for p in os.environ.get("ROBUSTBENCH_SYS_CARDS", "").split(os.pathsep) if p]
+    return [CARDS_DIR, *(extra or [user_cards_dir()])]
 
 
 def _all_cards() -> dict[str, ModelCard]:
@@ -150,6 +95,8 @@ def get_card(name: str | os.PathLike) -> ModelCard:
 
 def weights_status(card: ModelCard) -> str:
     """'cached', or why the weights are not on this machine."""
+    if card.weights.get("source") == "module":
+        return "in memory"
     if cached(card.weights):
         return "cached"
     src = card.weights.get("source")
@@ -160,8 +107,11 @@ def weights_status(card: ModelCard) -> str:
     return why.get(src, f"unknown source {src}")
 
 
-def fetch_weights(card: ModelCard) -> tuple[Path, str]:
-    """Download (if needed) and verify the card's weights; returns ``(path, sha256)``."""
+def fetch_weights(card: ModelCard) -> tuple[Path | None, str]:
+    """Download (if needed) and verify the card's weights; returns ``(path, sha256)``.  An
+    in-memory model (weights source ``module``) has no file: ``(None, sha256 of its state dict)``."""
+    if card.weights.get("source") == "module":
+        return None, card.weights["sha256"]
     return fetch(card.weights)
 
 
@@ -175,9 +125,15 @@ def build_arch(card: ModelCard):
         import timm
 
         return timm.create_model(card.arch_name, pretrained=False, num_classes=card.num_classes)
+    if card.library == "python":
+        from zoo.python_model import call_factory
+
+        return call_factory(card.arch_name)
+    if card.library == "onnx":
+        raise CardError(f"model card {card.path or card.name}: an ONNX model has no PyTorch architecture")
     import torchvision
 
-    return torchvision.models.get_model(card.arch_name, weights=None, num_classes=card.num_classes)
+    return torchvision.models.get_model(card.arch_name.split(".", 1)[0], weights=None, num_classes=card.num_classes)
 
 
 def _map_by_order(src: dict, model) -> dict:
@@ -206,9 +162,16 @@ def load_model(name_or_card, *, weights: bool = True):
 
     Raises :class:`WeightsUnavailable` (one line, says why) when the weights cannot be had."""
     card = name_or_card if isinstance(name_or_card, ModelCard) else get_card(name_or_card)
+    if card.module is not None:
+        return card.module.eval()
+    if card.library == "onnx":
+        from zoo.onnx_model import OnnxModel
+
+        path, _ = fetch(card.weights)
+        return OnnxModel(path)
     model = build_arch(card)
-    if weights:
-        path, _ = fetch_weights(card)
+    if weights and card.weights:   # a python: card without [weights]: the factory's own weights
+        path, _ = fetch(card.weights)
         sd = load_state_dict(path)
         if card.weights.get("key_map") == "by-order":
             sd = _map_by_order(sd, model)

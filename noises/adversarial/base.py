@@ -114,7 +114,7 @@ def _available() -> str | None:
         import torchattacks  # noqa: F401  (imports scipy.stats at import time)
     except ImportError as e:
         return (f"torchattacks is not importable ({e}); "
-                "pip install --no-deps torchattacks==3.5.1 && pip install scipy==1.17.1")
+                "pip install 'robustbench-sys[adversarial]' && pip install --no-deps torchattacks==3.5.1")
     return None
 
 
@@ -245,6 +245,35 @@ def rel_step(name: str, params: dict) -> None:
         raise ValueError(f"attack {name!r}: steps must be >= 1, got {params['steps']!r}")
     if not (float(params["rel_stepsize"]) > 0):
         raise ValueError(f"attack {name!r}: rel_stepsize must be > 0, got {params['rel_stepsize']!r}")
+
+
+class StepAttack(Attack):
+    """Base of the iterative gradient attacks stepping ``alpha = rel_stepsize * eps`` for ``steps``
+    iterations (PGD-L∞, PGD-L2, MIM): one subclass per file, as the others.
+
+    Subclasses set, besides :class:`Attack`'s attributes:
+        torchattacks_name (str): the torchattacks class built, e.g. ``"PGD"``.
+
+    and may override ``extra_args(params) -> dict``: its keyword arguments besides
+    ``eps`` / ``alpha`` / ``steps`` (e.g. ``random_start``).  ``check_params`` checks
+    ``steps`` / ``rel_stepsize`` (:func:`rel_step`); ``build`` records the absolute step
+    ``alpha`` in the parameters used.
+    """
+
+    torchattacks_name: str = ""
+
+    def extra_args(self, params: dict) -> dict:
+        return {}
+
+    def check_params(self, params):
+        rel_step(self.name, params)
+
+    def build(self, model, eps, params, n_classes):
+        import torchattacks
+
+        params["alpha"] = params["rel_stepsize"] * eps
+        cls = getattr(torchattacks, self.torchattacks_name)
+        return cls(model, eps=eps, alpha=params["alpha"], steps=int(params["steps"]), **self.extra_args(params))
 
 
 def register_attack(cls: type[Attack]) -> type[Attack]:

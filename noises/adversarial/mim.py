@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from noises.adversarial.base import Attack, register_attack, rel_step
+from noises.adversarial.base import StepAttack, register_attack
 
 
 @register_attack
-class MIMLinf(Attack):
+class MIMLinf(StepAttack):
     """MIM-L∞: iterative FGSM with gradient momentum ``decay``; step ``rel_stepsize * eps``.
 
     Arguments:
@@ -30,13 +30,7 @@ class MIMLinf(Attack):
     defaults = {"steps": 10, "rel_stepsize": 0.1, "decay": 1.0}
     reference = "Dong et al. 2018; torchattacks.MIFGSM"
     test_params = dict(eps=0.3, steps=10)
+    torchattacks_name = "MIFGSM"
 
-    def check_params(self, params):
-        rel_step(self.name, params)
-
-    def build(self, model, eps, params, n_classes):
-        import torchattacks
-
-        params["alpha"] = params["rel_stepsize"] * eps
-        return torchattacks.MIFGSM(model, eps=eps, alpha=params["alpha"], steps=int(params["steps"]),
-                                   decay=float(params["decay"]))
+    def extra_args(self, params):
+        return {"decay": float(params["decay"])}

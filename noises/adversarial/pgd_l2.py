@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from noises.adversarial.base import Attack, register_attack, rel_step
+from noises.adversarial.base import StepAttack, register_attack
 
 
 @register_attack
-class PGDL2(Attack):
+class PGDL2(StepAttack):
     """PGD-L2: ``steps`` normalised-gradient steps of ``rel_stepsize * eps``, projected on the L2 ball.
 
     Arguments:
@@ -31,13 +31,7 @@ class PGDL2(Attack):
     defaults = {"steps": 10, "rel_stepsize": 0.2, "random_start": True}
     reference = "Madry et al. 2018; torchattacks.PGDL2"
     test_params = dict(eps=2.0, steps=10)
+    torchattacks_name = "PGDL2"
 
-    def check_params(self, params):
-        rel_step(self.name, params)
-
-    def build(self, model, eps, params, n_classes):
-        import torchattacks
-
-        params["alpha"] = params["rel_stepsize"] * eps
-        return torchattacks.PGDL2(model, eps=eps, alpha=params["alpha"], steps=int(params["steps"]),
-                                  random_start=bool(params["random_start"]))
+    def extra_args(self, params):
+        return {"random_start": bool(params["random_start"])}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from noises.adversarial.base import Attack, register_attack, rel_step
+from noises.adversarial.base import StepAttack, register_attack
 
 
 @register_attack
-class PGDLinf(Attack):
+class PGDLinf(StepAttack):
     """PGD-L∞: ``steps`` signed-gradient steps of ``rel_stepsize * eps`` from a random start.
 
     Arguments:
@@ -32,13 +32,7 @@ class PGDLinf(Attack):
     defaults = {"steps": 10, "rel_stepsize": 0.25, "random_start": True}
     reference = "Madry et al. 2018; torchattacks.PGD"
     test_params = dict(eps=0.3, steps=10)
+    torchattacks_name = "PGD"
 
-    def check_params(self, params):
-        rel_step(self.name, params)
-
-    def build(self, model, eps, params, n_classes):
-        import torchattacks
-
-        params["alpha"] = params["rel_stepsize"] * eps
-        return torchattacks.PGD(model, eps=eps, alpha=params["alpha"], steps=int(params["steps"]),
-                                random_start=bool(params["random_start"]))
+    def extra_args(self, params):
+        return {"random_start": bool(params["random_start"])}

@@ -37,8 +37,8 @@ from noises.system.deploy import (
     Deployed,
     artefact_dir,
     base_info,
-    batch_dim,
     example_batch2,
+    export_dynamic_batch,
     frozen_copy,
     num_threads,
     onnx_export,
@@ -49,10 +49,11 @@ from noises.system.deploy import (
 
 # ---------------------------------------------------------------------- availability
 def _module_available(mod: str, pip: str) -> str | None:
+    """None when ``mod`` imports, else the one-line reason naming the extra that brings it."""
     import importlib.util
 
     if importlib.util.find_spec(mod) is None:
-        return f"{mod} not installed: pip install {pip} (scripts/setup.d/30-backends.sh)"
+        return f"{mod} not installed: pip install 'robustbench-sys[backends]' (pins {pip})"
     return None
 
 
@@ -162,8 +163,7 @@ def torch_export(model: torch.nn.Module, ctx: DeployContext) -> Deployed:
         ep = torch.export.load(str(path))
     else:
         with quiet_exporters():
-            ep = torch.export.export(frozen_copy(model), (example_batch2(ctx.example_input),),
-                                     dynamic_shapes=({0: batch_dim()},))
+            ep = export_dynamic_batch(frozen_copy(model), ctx.example_input)
         with atomic_path(path) as tmp:
             torch.export.save(ep, str(tmp))
     return Deployed(ep.module(), base_info("torch-export", torch_versions(),

@@ -98,7 +98,7 @@ def _turbojpeg_available() -> str | None:
     try:
         import turbojpeg  # noqa: F401
     except ImportError as e:
-        return f"PyTurboJPEG not installed ({e}); pip install 'PyTurboJPEG<2' (scripts/setup.d/20-decoders.sh)"
+        return f"PyTurboJPEG not installed ({e}); pip install 'robustbench-sys[decoders]'"
     try:
         _turbojpeg()
     except Exception as e:  # the wrapper raises RuntimeError/OSError when libturbojpeg is missing
@@ -172,7 +172,7 @@ def _av_available() -> str | None:
     try:
         import av  # noqa: F401
     except ImportError as e:
-        return f"PyAV not installed ({e}); pip install av (scripts/setup.d/20-decoders.sh)"
+        return f"PyAV not installed ({e}); pip install 'robustbench-sys[decoders]'"
     return None
 
 

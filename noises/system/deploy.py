@@ -169,6 +169,12 @@ def batch_dim():
     return torch.export.Dim("batch", min=1, max=4096)
 
 
+def export_dynamic_batch(module: torch.nn.Module, example_input: torch.Tensor):
+    """``torch.export.export`` of ``module`` traced on ``example_batch2(example_input)`` with a
+    dynamic batch dim (:func:`batch_dim`); returns the ExportedProgram."""
+    return torch.export.export(module, (example_batch2(example_input),), dynamic_shapes=({0: batch_dim()},))
+
+
 def onnx_export(model: torch.nn.Module, ctx: DeployContext) -> tuple[Path, dict]:
     """fp32 ONNX file of ``model`` with a dynamic batch dim, cached; returns (path, info).
 

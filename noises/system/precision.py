@@ -39,8 +39,7 @@ from noises.system.deploy import (
     Deployed,
     artefact_dir,
     base_info,
-    batch_dim,
-    example_batch2,
+    export_dynamic_batch,
     frozen_copy,
     onnx_export,
     quiet_exporters,
@@ -86,7 +85,7 @@ def _torchao_available() -> str | None:
     import importlib.util
 
     if importlib.util.find_spec("torchao") is None:
-        return "torchao not installed: pip install torchao==0.18.0 (scripts/setup.d/30-backends.sh)"
+        return "torchao not installed: pip install 'robustbench-sys[backends]' (pins torchao==0.18.0)"
     return None
 
 
@@ -132,9 +131,8 @@ def _pt2e_quantize(model: torch.nn.Module, ctx: DeployContext, noise: str):
             gm = torch.export.load(str(path)).module()
         return gm, {**info, "quantize_s": round(time.perf_counter() - t, 2)}
 
-    example = (example_batch2(ctx.example_input),)
     with quiet_exporters():
-        gm = torch.export.export(frozen_copy(model), example, dynamic_shapes=({0: batch_dim()},)).module()
+        gm = export_dynamic_batch(frozen_copy(model), ctx.example_input).module()
         quantizer = X86InductorQuantizer()
         quantizer.set_global(get_default_x86_inductor_quantization_config())
         prepared = prepare_pt2e(gm, quantizer)
@@ -142,16 +140,21 @@ def _pt2e_quantize(model: torch.nn.Module, ctx: DeployContext, noise: str):
             for b in batches:
                 prepared(b)
         converted = convert_pt2e(prepared)
-        ep = torch.export.export(converted, example, dynamic_shapes=({0: batch_dim()},))
+        ep = export_dynamic_batch(converted, ctx.example_input)
         with atomic_path(path) as tmp:
             torch.export.save(ep, str(tmp))
     return ep.module(), {**info, "quantize_s": round(time.perf_counter() - t, 2)}
 
 
-@register("precision", "int8-pt2e",
-          params={"dtype": "int8", "method": "pt2e static PTQ", "quantizer": "X86InductorQuantizer",
-                  "lowering": "torch.compile inductor freezing"},
-          available=_torchao_available, versions=_torchao_versions)
+def _register_pt2e(name: str, lowering: str):
+    """``register`` of a PT2E int8 noise; ``lowering`` says what runs the quantised graph."""
+    return register("precision", name,
+                    params={"dtype": "int8", "method": "pt2e static PTQ", "quantizer": "X86InductorQuantizer",
+                            "lowering": lowering},
+                    available=_torchao_available, versions=_torchao_versions)
+
+
+@_register_pt2e("int8-pt2e", "torch.compile inductor freezing")
 def int8_pt2e(model: torch.nn.Module, ctx: DeployContext) -> Deployed:
     """PT2E static int8 (X86InductorQuantizer), lowered by inductor to oneDNN int8 kernels."""
     converted, cinfo = _pt2e_quantize(model, ctx, "precision/int8-pt2e")
@@ -175,10 +178,7 @@ def int8_pt2e(model: torch.nn.Module, ctx: DeployContext) -> Deployed:
                     keep=compiled)
 
 
-@register("precision", "int8-pt2e-eager",
-          params={"dtype": "int8", "method": "pt2e static PTQ", "quantizer": "X86InductorQuantizer",
-                  "lowering": "none (reference q/dq in float32)"},
-          available=_torchao_available, versions=_torchao_versions)
+@_register_pt2e("int8-pt2e-eager", "none (reference q/dq in float32)")
 def int8_pt2e_eager(model: torch.nn.Module, ctx: DeployContext) -> Deployed:
     """PT2E static int8 (X86InductorQuantizer), the quantised graph run eagerly (q/dq simulated)."""
     converted, cinfo = _pt2e_quantize(model, ctx, "precision/int8-pt2e-eager")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import pandas as pd
 
@@ -17,22 +17,57 @@ from robustbench_sys.eval.deploy import Calibration
 from robustbench_sys.eval.plan import check_benchmark, check_preprocessed, plan_units
 from robustbench_sys.eval.runner import Runner, run_local
 from robustbench_sys.paths import default_results_dir
-from robustbench_sys.suites import resolve
+from robustbench_sys.suites import Suite, resolve
+from zoo.resolve import resolve_model
 
-Model = str | os.PathLike | zoo.ModelCard
+if TYPE_CHECKING:
+    import torch
+
+#: a zoo name or ``.toml`` card, a name (``timm:NAME[.TAG]``, ``torchvision:NAME[.WEIGHTS]``,
+#: ``path/to/model.onnx``, ``python:pkg.module:factory``), a card object, or an ``nn.Module``
+Model = Union[str, os.PathLike, zoo.ModelCard, "torch.nn.Module"]
+#: the image half of a pipeline for a model that does not carry it: a zoo card (object, name or
+#: ``.toml`` path), a :class:`zoo.Preprocess` or reference :class:`~robustbench_sys.pipeline.Pipeline`,
+#: or a timm data config dict (``timm.data.resolve_data_config({}, model=m)``)
+PreprocessSpec = str | os.PathLike | zoo.ModelCard | zoo.Preprocess | dict
 Data = str | os.PathLike | Dataset
 
 
-def evaluate(models: Model | Sequence[Model], suites: str | Sequence[str] = ("clean",),
-             data: Data = "foolbox-demo", out: str | os.PathLike | None = None, *, limit: int | None = None,
+def evaluate(models: Model | Sequence[Model] | None = None,
+             suites: str | Suite | Sequence[str | Suite] = ("clean",),
+             data: Data = "foolbox-demo", out: str | os.PathLike | None = None, *, model: Model | None = None,
+             preprocess: PreprocessSpec | None = None, checkpoint: str | os.PathLike | None = None,
+             name: str | None = None, limit: int | None = None,
              batch_size: int = 32, workers: int | None = None, progress: bool = True,
              calibration: Data = "foolbox-demo", scheduler: Any = None) -> pd.DataFrame:
     """Evaluate models against noise suites; results are appended to the parquet store at ``out``.
 
+        >>> evaluate("mobilenet_v2", ["clean", "resize"], "foolbox-demo")          # doctest: +SKIP
+        >>> evaluate(model=my_module, preprocess="mobilenet_v2", name="mine")      # doctest: +SKIP
+        >>> evaluate("timm:tf_efficientnet_lite0", checkpoint="lite0.safetensors")  # doctest: +SKIP
+
     Args:
-        models: zoo card names (``robustbench-sys zoo list``), ``.toml`` card paths or
-            :class:`zoo.ModelCard` objects.
-        suites: suite names (``robustbench-sys suites list``) or ``.toml`` suite paths; ``clean``
+        models: one model or a list (positional); each a :data:`Model`: a zoo card name
+            (``robustbench-sys zoo list``), a ``.toml`` card path, a :class:`zoo.ModelCard`,
+            ``timm:NAME[.TAG]`` (preprocessing from timm's pretrained_cfg of the tag),
+            ``torchvision:NAME[.WEIGHTS]`` (preprocessing of the weights' transforms),
+            ``path/to/model.onnx`` (run by ONNX Runtime on the CPU as deployed; model-side noises
+            are skipped), ``python:pkg.module:factory`` (imports your module and calls
+            ``factory()``), or an ``nn.Module``.
+        model: the same, as a keyword (one model; give ``models`` or ``model``, not both).
+        preprocess: the preprocessing of a model that does not carry it (an nn.Module, an ``.onnx``
+            file, a ``python:`` factory; required for them), see :data:`PreprocessSpec`; for a
+            ``timm:`` / ``torchvision:`` name it replaces the resolved one.  Refused for a zoo card
+            (edit its ``[preprocess]``).  With several models it goes to those that need one.
+        checkpoint: a state dict file (``.safetensors`` or a ``torch.save`` file, possibly under
+            ``state_dict`` / ``model``) for a ``timm:`` / ``torchvision:`` / ``python:`` name or an
+            nn.Module (one model); it is checked to fit before anything runs, and its sha256 is
+            the weights' identity.
+        name: the model's name in the results (one model that is not a card); an nn.Module's
+            default is its class name, a name's default the name itself.  Unit ids hash the
+            name and the weights' sha256 (an nn.Module: of its state dict tensors).
+        suites: suite names (``robustbench-sys suites list``), ``.toml`` suite paths or
+            :class:`~robustbench_sys.suites.Suite` objects built in code; ``clean``
             (the model's own pipeline) is always included as the reference.
         data: an image folder (ImageNet wnid sub-folders, or a flat folder with ``labels.csv``),
             a :class:`Dataset`, or ``"foolbox-demo"``.
@@ -55,20 +90,14 @@ def evaluate(models: Model | Sequence[Model], suites: str | Sequence[str] = ("cl
     Diagnostics (skipped conditions and images) go to the ``robustbench_sys`` logger.
     """
     tune_allocator()
-    model_list = [models] if isinstance(models, (str, os.PathLike, zoo.ModelCard)) else list(models)
-    suite_list = [suites] if isinstance(suites, str) else list(suites)
+    cards = _cards(models, model, preprocess=preprocess, checkpoint=checkpoint, name=name)
+    suite_list = [suites] if isinstance(suites, (str, Suite)) else list(suites)
     full = data if isinstance(data, Dataset) else load_dataset(data)
     dataset = full.limit(limit)
     if len(dataset) == 0:
         raise UserError(f"--data {data}: no images found")
     conditions = resolve(suite_list)
     runner = Runner(out or default_results_dir(), batch_size=batch_size, workers=workers, progress=progress)
-    cards = []
-    for m in model_list:
-        try:
-            cards.append(m if isinstance(m, zoo.ModelCard) else zoo.get_card(m))
-        except zoo.UnknownModel as e:
-            raise UserError(f"--model: {e}") from None
     for card in cards:
         check_benchmark(card, full)
         check_preprocessed(card, full, data)
@@ -78,7 +107,9 @@ def evaluate(models: Model | Sequence[Model], suites: str | Sequence[str] = ("cl
         try:
             _, sha = zoo.fetch_weights(card)
         except zoo.WeightsUnavailable as e:
-            raise UserError(f"--model {card.name}: weights not available here: {e}") from None
+            hint = ("; or give --checkpoint PATH (checkpoint= in Python)"
+                    if not card.path and card.library in ("timm", "torchvision") else "")
+            raise UserError(f"--model {card.name}: weights not available here: {e}{hint}") from None
         units, skips = plan_units(card, sha, conditions, dataset)
         for s in skips:
             runner.skip(s)
@@ -99,3 +130,43 @@ def evaluate(models: Model | Sequence[Model], suites: str | Sequence[str] = ("cl
     out_df.attrs["skipped"] = runner.skipped
     out_df.attrs["out"] = str(runner.store.root)
     return out_df
+
+
+def _is_module(obj) -> bool:
+    import sys
+
+    torch = sys.modules.get("torch")   # an nn.Module exists only once torch is imported
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
+def _cards(models, model, *, preprocess, checkpoint, name) -> list[zoo.ModelCard]:
+    """The models of an :func:`evaluate` call as cards (one-line :class:`UserError` otherwise)."""
+    if models is not None and model is not None:
+        raise UserError("evaluate: give the models positionally or as model=, not both")
+    given = model if model is not None else models
+    if given is None:
+        raise UserError("evaluate: give a model (a zoo name, a .toml card, timm:NAME, torchvision:NAME, "
+                        "a .onnx file, python:pkg.module:factory or an nn.Module)")
+    single = _is_module(given) or isinstance(given, (str, os.PathLike, zoo.ModelCard))
+    items = [given] if single else list(given)
+    if not items:
+        raise UserError("evaluate: the list of models is empty")
+    if len(items) > 1 and (checkpoint is not None or name is not None):
+        raise UserError("--checkpoint / name= apply to one model; evaluate the models one call at a time")
+    cards = []
+    for m in items:
+        pp = preprocess if len(items) == 1 or _needs_preprocess(m) else None
+        try:
+            cards.append(resolve_model(m, preprocess=pp, checkpoint=checkpoint, name=name))
+        except zoo.UnknownModel as e:
+            raise UserError(f"--model: {e}") from None
+        except zoo.CardError as e:
+            raise UserError(str(e)) from None
+    return cards
+
+
+def _needs_preprocess(m) -> bool:
+    if _is_module(m):
+        return True
+    s = os.fspath(m) if isinstance(m, (str, os.PathLike)) else ""
+    return s.endswith(".onnx") or s.startswith("python:")

@@ -97,7 +97,7 @@ def _client(scheduler):
         from distributed import Client, LocalCluster
     except ImportError as e:
         raise UserError(f"--scheduler {scheduler}: Dask distributed is not installed ({e}); "
-                        "pip install 'distributed==2026.8.0'") from None
+                        "pip install 'robustbench-sys[cluster]'") from None
     if kind == "local":
         threads = max(1, (os.cpu_count() or 1) // arg)
         cluster = LocalCluster(n_workers=arg, threads_per_worker=1, processes=True, host="127.0.0.1",

@@ -2,7 +2,10 @@
 
 A :class:`Unit` is one evaluation; its id hashes exactly what decides its rows (card name,
 weights sha256, data-set fingerprint, the full pipeline spec and the attack), so re-running
-the same command finds the same units.
+the same command finds the same units.  For an in-memory ``nn.Module`` the name is the
+``name=`` given to :func:`~robustbench_sys.eval.api.evaluate` (default its class name) and the
+sha256 that of its state dict (:func:`zoo.resolve.state_dict_sha256`).  An ONNX model skips
+the model-side conditions (graph / precision / backend) and attacks, with that reason.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 from dataclasses import dataclass
 
 import zoo
+from noises.stages import pipeline_stages
 from robustbench_sys.data import Dataset
 from robustbench_sys.errors import UserError
 from robustbench_sys.eval.attack import unavailable
@@ -62,7 +66,13 @@ def plan_units(card: zoo.ModelCard, weights_sha: str, conditions: list[Condition
     ref = reference_pipeline(card, dataset)
     units: list[Unit] = []
     skips: list[Skip] = []
+    model_side = {st.name for st in pipeline_stages("model")}
     for cond in conditions:
+        if card.library == "onnx" and (cond.attack or model_side & set(cond.overrides)):
+            skips.append(Skip(card.name, cond.name, "not applicable: an ONNX model is evaluated through ONNX "
+                                                    "Runtime exactly as deployed; model-side noises (graph / "
+                                                    "precision / backend) and attacks need a PyTorch module"))
+            continue
         if dataset.preprocessed_size is not None and {"decoder", "resize"} & set(cond.overrides):
             skips.append(Skip(card.name, cond.name, "not applicable: --data is a generated variant, already "
                                                     "decoded, resized and cropped"))

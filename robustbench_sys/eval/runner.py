@@ -45,12 +45,13 @@ class Runner:
 
     def run_pending(self, unit: Unit, calib: Calibration, models: dict) -> str | None:
         """Deploy the model-side stages of one pending unit and run its loop.  ``models`` caches the
-        loaded model (one card at a time).  Returns a skip reason (a graph change that does not apply
-        to this model) or None."""
-        model = models.get(unit.card.name)
+        loaded model (one at a time, by card name and weights sha256).  Returns a skip reason (a graph
+        change that does not apply to this model) or None."""
+        key = (unit.card.name, unit.weights_sha256)   # two modules may share a (class) name
+        model = models.get(key)
         if model is None:
             models.clear()
-            model = models[unit.card.name] = zoo.load_model(unit.card)
+            model = models[key] = zoo.load_model(unit.card)
         try:
             deployed = deploy(model, unit, calib)
         except noises.NotApplicable as e:

@@ -330,6 +330,10 @@ def _why_not(e, ref) -> str:
 
 
 # ---------------------------------------------------------------------- build
+#: families kept out of the ranking unless asked for by name (``--family audit``)
+UNRANKED = ("audit",)
+
+
 def build(summaries: pd.DataFrame, *, dataset_fingerprint: str | None = None,
           families: list[str] | None = None) -> Leaderboard:
     """Rank the models of a summaries frame (``ResultsStore.summaries()``); see the module doc."""
@@ -344,6 +348,8 @@ def build(summaries: pd.DataFrame, *, dataset_fingerprint: str | None = None,
     if families:
         keep = set(families) | {CLEAN}
         s = s[s.family.isin(keep)]
+    else:   # an audit measures one user's own stack per model: a report, not a ranking
+        s = s[~s.family.isin(UNRANKED)]
     if s.empty:
         return lb
     counts = s.dataset_fingerprint.value_counts()

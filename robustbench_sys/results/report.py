@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from typing import cast
 
 import pandas as pd
 
-from noises.stages import short_name
-
+from noises.stages import get_stage, short_name
 from robustbench_sys.metrics import paired as metrics
 
 
@@ -171,6 +172,215 @@ def natural_table(summaries: pd.DataFrame) -> pd.DataFrame:
             row[f"acc s{k} %"] = round(100 * (1 - float(e.mean())), 2)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------- audit (robustbench_sys.audit)
+_AUDIT_COLS = ["dataset", "dataset_fingerprint", "model", "stack_id", "stack", "part", "index", "stage", "noise",
+               "step", "n", "ref_top1", "top1", "delta_acc", "delta_ci_low", "delta_ci_high", "flip_rate",
+               "step_delta", "unit_id", "note"]
+
+
+def display_value(stage: str, value: str | None) -> str:
+    """A stage value for display: without its family, except where the stage spans several
+    families (``deploy``: ``precision/int8-ort-qdq``)."""
+    if value is None:
+        return "-"
+    return value if len(get_stage(stage).families) > 1 else str(short_name(value))
+
+
+_NAME = re.compile(r"^audit/(?P<id>[0-9a-f]{8})/(?:(?P<stack>stack)|alone:(?P<ai>\d+)-(?P<astage>[a-z]+)"
+                   r"|path:(?P<pi>\d+)-(?P<pstages>[a-z]+(?:\+[a-z]+)*))$")
+
+
+@dataclass(frozen=True)
+class AuditName:
+    """A parsed audit condition name."""
+
+    stack_id: str
+    part: str                  # "stack", "alone" or "path"
+    index: int                 # 1-based position in the stack (0 for "stack")
+    stages: tuple[str, ...]    # alone: (its stage,); path: the stages so far; stack: ()
+
+
+def parse_condition(name: str) -> AuditName | None:
+    """The parts of an audit condition name, or None for any other condition."""
+    m = _NAME.match(str(name))
+    if not m:
+        return None
+    if m["stack"]:
+        return AuditName(m["id"], "stack", 0, ())
+    if m["ai"]:
+        return AuditName(m["id"], "alone", int(m["ai"]), (m["astage"],))
+    stages = tuple(m["pstages"].split("+"))
+    if len(stages) != int(m["pi"]):
+        return None
+    return AuditName(m["id"], "path", int(m["pi"]), stages)
+
+
+def audit_rows(summaries: pd.DataFrame) -> pd.DataFrame:
+    """The audits in the stored summaries, one tidy row per (data set, model, stack, part):
+    ``part`` ``stack`` (the whole stack), ``alone`` (stage ``index`` alone) and ``path``
+    (stages 1..``index``, with ``step_delta`` the ΔACC the step adds to the one before: the
+    waterfall).  The order and the stages come from the condition names, the noises from the
+    stored pipelines (:mod:`robustbench_sys.audit`), so nothing but the summaries is needed.
+    A part the runner skipped because its pipeline *is* the model's reference gets ΔACC 0 by
+    definition; one missing for another reason (skipped, not run yet) has NaN figures."""
+
+    if summaries.empty or "condition" not in summaries:
+        return pd.DataFrame(columns=_AUDIT_COLS)
+    names = [parse_condition(c) if f == "audit" else None for c, f in zip(summaries.condition, summaries.family)]
+    keep = [p is not None for p in names]
+    s = summaries[keep].assign(_p=[p for p in names if p is not None])
+    if s.empty:
+        return pd.DataFrame(columns=_AUDIT_COLS)
+    s = s.assign(stack_id=[p.stack_id for p in s._p])
+    if "created_at" in s:
+        s = s.sort_values("created_at", kind="stable")
+    out = []
+    for _, g in s.groupby(["dataset_fingerprint", "model", "stack_id"], sort=True):
+        g = g.drop_duplicates("condition", keep="last")
+        out.extend(_audit_group(g, display_value))
+    return pd.DataFrame(out, columns=_AUDIT_COLS)
+
+
+def _audit_group(g: pd.DataFrame, display_value) -> list[dict]:
+    parts = {(p.part, p.index): r for p, (_, r) in zip(g._p, g.iterrows())}
+    order: dict[int, str] = {}
+    for p in g._p:
+        if p.part == "alone":
+            order[p.index] = p.stages[0]
+        elif p.part == "path":
+            order.update(enumerate(p.stages, 1))
+    n = max(order, default=0)
+    stages = [order.get(i, "?") for i in range(1, n + 1)]
+
+    def value(i: int) -> str | None:
+        """The noise of stage i, from the stored pipelines that hold it."""
+        st = stages[i - 1]
+        for key in [("stack", 0)] + [("path", k) for k in range(n, i - 1, -1)] + [("alone", i)]:
+            if key in parts and st != "?":
+                return json.loads(parts[key].pipeline).get(st)
+        return None
+
+    values = [value(i) for i in range(1, n + 1)]
+    ref = json.loads(g.reference_pipeline.iloc[0])
+    own = [st != "?" and v is not None and ref.get(st) == v for st, v in zip(stages, values)]
+    first = g.iloc[0]
+    n_img = int(g.n_images.max())
+    base = {"dataset": first.dataset, "dataset_fingerprint": first.dataset_fingerprint, "model": first.model,
+            "stack_id": first.stack_id,
+            "stack": " > ".join(f"{st}={display_value(st, v) if st != '?' else v}" for st, v in zip(stages, values)),
+            "ref_top1": float(first.ref_top1)}
+
+    def row(part: str, i: int, stage: str, noise: str, step: str, is_own: bool) -> dict:
+        r = parts.get((part, i))
+        d = {**base, "part": part, "index": i, "stage": stage, "noise": noise, "step": step}
+        if r is not None:
+            d.update(n=int(r.n_images), top1=float(r.top1), delta_acc=float(r.delta_acc),
+                     delta_ci_low=float(r.delta_ci_low), delta_ci_high=float(r.delta_ci_high),
+                     flip_rate=float(r.flip_rate), unit_id=r.unit_id, note="")
+        elif is_own:
+            d.update(n=n_img, top1=base["ref_top1"], delta_acc=0.0, delta_ci_low=0.0, delta_ci_high=0.0,
+                     flip_rate=0.0, unit_id=None, note="the model's own pipeline (ΔACC 0 by definition)")
+        else:
+            nan = float("nan")
+            d.update(n=n_img, top1=nan, delta_acc=nan, delta_ci_low=nan, delta_ci_high=nan, flip_rate=nan,
+                     unit_id=None, note="no result (skipped or not run; see the run's log)")
+        return d
+
+    def shown(i: int) -> str:
+        st = stages[i - 1]
+        return display_value(st, values[i - 1]) if st != "?" and values[i - 1] is not None else "?"
+
+    rows = [row("stack", 0, "+".join(stages), " > ".join(shown(i) for i in range(1, n + 1)),
+                f"whole stack ({n} stage{'s' if n != 1 else ''})", all(own))]
+    rows += [row("alone", i, stages[i - 1], shown(i), f"{stages[i - 1]} alone", own[i - 1]) for i in range(1, n + 1)]
+    prev = 0.0
+    for i in range(1, n + 1):
+        r = row("path", i, stages[i - 1], shown(i), f"{i} " + ("" if i == 1 else "+") + stages[i - 1], all(own[:i]))
+        r["step_delta"] = r["delta_acc"] - prev
+        prev = r["delta_acc"]
+        rows.append(r)
+    for r in rows:
+        r.setdefault("step_delta", float("nan"))
+    return rows
+
+
+def _audit_groups(rows: pd.DataFrame):
+    return rows.groupby(["dataset_fingerprint", "model", "stack_id"], sort=True) if not rows.empty else []
+
+
+def audit_table(summaries: pd.DataFrame) -> pd.DataFrame:
+    """The audits of the stored summaries (``results show --by audit``): per (data set, model,
+    stack) the whole stack, each stage alone and the cumulative path, with ΔACC pp [95% CI],
+    flip rate and, on the path, the ΔACC each step adds."""
+    return _audit_display(audit_rows(summaries))
+
+
+def _audit_display(rows: pd.DataFrame) -> pd.DataFrame:
+    if rows.empty:
+        return pd.DataFrame()
+    return pd.DataFrame({
+        "dataset": rows.dataset, "model": rows.model, "stack": rows.stack_id, "part": rows.part,
+        "step": rows.step, "noise": rows.noise, "n": rows.n,
+        "ΔACC pp": (100 * rows.delta_acc).round(2),
+        "ΔACC 95% CI": [f"[{100 * a:+.1f}, {100 * b:+.1f}]" if pd.notna(a) else "-"
+                        for a, b in zip(rows.delta_ci_low, rows.delta_ci_high)],
+        "flip %": (100 * rows.flip_rate).round(2),
+        "step ΔACC pp": (100 * rows.step_delta).round(2),
+        "note": rows.note,
+    }).reset_index(drop=True)
+
+
+def audit_verdict(rows: pd.DataFrame) -> str:
+    """The verdict line of one audit (the :func:`audit_rows` of one data set, model and stack):
+    the whole stack's ΔACC [95% CI] and flip rate, whether the 95% interval excludes 0
+    (distinguishable from zero), and the stage that costs most alone (largest ΔACC alone; on a
+    tie the larger flip rate, then the first in the stack's order)."""
+    first = rows.iloc[0]
+    head = f"verdict: {first.model} on {first.dataset}: "
+    whole = rows[rows.part == "stack"].iloc[0]
+    if pd.isna(whole.delta_acc):
+        text = head + "no result for the whole stack (skipped or not run)"
+    else:
+        lo, hi = whole.delta_ci_low, whole.delta_ci_high
+        sig = ("distinguishable from zero (the 95% CI excludes 0)" if lo > 0 or hi < 0 else
+               f"not distinguishable from zero on {int(whole.n)} images (the 95% CI includes 0)")
+        text = (head + f"whole stack ΔACC {100 * whole.delta_acc:+.1f} pp [95% CI {100 * lo:+.1f}, {100 * hi:+.1f}], "
+                f"flip {100 * whole.flip_rate:.1f}%, {sig}")
+    alone = rows[(rows.part == "alone") & rows.delta_acc.notna()].sort_values("index")
+    if alone.empty:
+        return text + "; no per-stage result"
+    worst = alone.sort_values(["delta_acc", "flip_rate", "index"], ascending=[False, False, True],
+                              kind="stable").iloc[0]
+    return text + (f"; costliest stage alone: {worst.stage}={worst.noise} "
+                   f"(ΔACC {100 * worst.delta_acc:+.1f} pp, flip {100 * worst.flip_rate:.1f}%)")
+
+
+def audit_verdicts(summaries: pd.DataFrame) -> list[str]:
+    """One :func:`audit_verdict` line per (data set, model, stack) in the summaries."""
+    return [audit_verdict(g.sort_values(["part", "index"])) for _, g in _audit_groups(audit_rows(summaries))]
+
+
+def audit_report(summaries: pd.DataFrame, fmt: str = "table") -> str:
+    """``results show --by audit``: per (data set, model, stack) a header naming the stack in
+    its order, the table (whole stack, each stage alone, cumulative path) and the verdict line;
+    ``csv``: the one :func:`audit_table`."""
+    if fmt == "csv":
+        return render(audit_table(summaries), fmt)
+    rows = audit_rows(summaries)
+    if rows.empty:
+        return "(no audit results: run 'robustbench-sys audit --model M --stack ... --data DIR')"
+    blocks = []
+    for _, g in _audit_groups(rows):
+        first = g.iloc[0]
+        t = _audit_display(g).drop(columns=["dataset", "model", "stack"])
+        if not (t.note != "").any():
+            t = t.drop(columns="note")
+        blocks.append(f"audit {first.stack_id}: {first.model} on {first.dataset} (n={int(g.n.max())}, reference "
+                      f"top-1 {100 * first.ref_top1:.1f}%)\nstack: {first['stack']}\n"
+                      + render(t.astype(object).where(t.notna(), "-"), fmt) + "\n" + audit_verdict(g))
+    return "\n\n".join(blocks)
 
 
 def render(df: pd.DataFrame, fmt: str = "table") -> str:

@@ -290,10 +290,11 @@ def _get_suite(name: str, including: tuple[Path, ...] = (), parent: Path | None 
     return _parse(found[name], including)
 
 
-def resolve(names) -> list[Condition]:
-    """Conditions of the named suites, clean first, each name once."""
+def resolve(suites) -> list[Condition]:
+    """Conditions of the given suites (names, ``.toml`` paths or :class:`Suite` objects built in
+    code), clean first, each condition name once."""
     out: dict[str, Condition] = {"clean": Condition("clean", "clean", "clean", 1, {})}
-    for n in names:
-        for c in get_suite(n).conditions:
+    for s in suites:
+        for c in (s if isinstance(s, Suite) else get_suite(str(s))).conditions:
             out.setdefault(c.name, c)
     return list(out.values())

@@ -8,7 +8,7 @@
 set -euo pipefail
 : "${ROOT:?run via scripts/setup.sh}" "${VENV:?run via scripts/setup.sh}"
 
-"$VENV/bin/python" -m pip install -q "PyTurboJPEG==1.8.3" "av==18.1.0"
+# PyTurboJPEG and av come with the [decoders] extra (pyproject.toml)
 "$VENV/bin/python" - <<'PY'
 import noises
 for k in ("decoder/turbojpeg-fast", "decoder/ffmpeg"):

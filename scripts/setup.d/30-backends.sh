@@ -5,9 +5,7 @@
 # onnxruntime-gpu / TensorRT are not installed here (no GPU); those noises report "unavailable".
 set -euo pipefail
 : "${VENV:?run via scripts/setup.sh (exports VENV)}"
-"$VENV/bin/python" -m pip install -q \
-  "onnx==1.23.2" "onnxscript==0.7.2" "onnx-ir==1.1.0" "onnxruntime==1.31.1" \
-  "openvino==2026.4.1" "torchao==0.18.0" "torch==2.14.1"
+# onnx, onnxscript, onnxruntime, openvino and torchao come with the [backends] extra (pyproject.toml)
 "$VENV/bin/python" - <<'PY'
 import onnx, onnxruntime, onnxscript, openvino, torchao  # noqa: F401  fail loudly if broken
 PY

@@ -3,5 +3,5 @@
 # Dask distributed, pinned; tests/test_cluster.py starts a LocalCluster on 127.0.0.1.
 set -euo pipefail
 : "${VENV:?run via scripts/setup.sh}"
-"$VENV/bin/python" -m pip install -q "dask==2026.8.0" "distributed==2026.8.0"
+# dask and distributed come with the [cluster] extra (pyproject.toml)
 "$VENV/bin/python" -c "import distributed"

@@ -11,7 +11,7 @@ set -euo pipefail
 PY="$VENV/bin/python"
 
 "$PY" -m pip install -q --no-deps "torchattacks==3.5.1"
-"$PY" -m pip install -q "scipy==1.17.1"
+# scipy comes with the [adversarial] extra (pyproject.toml)
 "$PY" -c "import torchattacks, scipy; assert torchattacks.__version__ == '3.5.1'"
 
 cd "$ROOT"

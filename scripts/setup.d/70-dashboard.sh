@@ -6,7 +6,7 @@
 set -euo pipefail
 : "${ROOT:?run via scripts/setup.sh}" "${VENV:?run via scripts/setup.sh}"
 
-want="streamlit==1.67.0 playwright==1.65.2"
+want="playwright==1.65.2"  # streamlit: the [dashboard] extra; playwright: the [test] extra
 stamp="$VENV/.dashboard-stamp"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # shellcheck disable=SC2086
