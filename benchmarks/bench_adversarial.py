@@ -10,7 +10,7 @@ same model, images and seed, at two levels:
    (the same work as ours).
 
 Runs both side by side, interleaved, and prints median times and the ratio
-(goal: within 5%).  Uses the MNIST LeNet-5 pair (``python -m zoo.mnist fetch``) and, when its
+(goal: within 5%).  Uses the MNIST LeNet-5 pair (``python -m robustbench_sys.zoo.mnist fetch``) and, when its
 weights are cached, torchvision MobileNetV2 on the shared ImageNet sample.
 
     .venv/bin/python benchmarks/bench_adversarial.py [--repeats 5] [--threads 1] [--part attack|runner|all]
@@ -24,8 +24,8 @@ import time
 
 import torch
 
-import noises
-from noises.adversarial import NormalizedModel
+from robustbench_sys import noises
+from robustbench_sys.noises.adversarial import NormalizedModel
 
 
 def _time(fn) -> float:
@@ -75,7 +75,7 @@ def bench_runner(label, card_name, data, suite, limit, batch_size, repeats):
     import numpy as np
     import torchattacks
 
-    import zoo
+    from robustbench_sys import zoo
     from robustbench_sys.data import load_dataset
     from robustbench_sys.eval.attack import Attack
     from robustbench_sys.eval.loop import run_unit
@@ -156,7 +156,7 @@ def main():
 
 
 def bench_attack_calls(args):
-    from zoo import mnist
+    from robustbench_sys.zoo import mnist
 
     try:
         x, y = mnist.load_mnist_test(200)
@@ -172,7 +172,7 @@ def bench_attack_calls(args):
         from PIL import Image
         from torchvision.transforms import v2 as T
 
-        import zoo
+        from robustbench_sys import zoo
 
         root = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
         rows = list(csv.DictReader(open(root / "labels.csv")))[:8]

@@ -25,8 +25,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import noises  # noqa: E402
-from noises.system.deploy import DeployContext  # noqa: E402
+from robustbench_sys import noises  # noqa: E402
+from robustbench_sys.noises.system.deploy import DeployContext  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "imagenet-sample"
 
@@ -70,7 +70,7 @@ def main(argv=None) -> None:
                     help="stop repeating a deployment once it used this many seconds (min 2 repeats)")
     args = ap.parse_args(argv)
 
-    import zoo
+    from robustbench_sys import zoo
 
     model = zoo.load_model(args.model)
     batches = [int(b) for b in args.batches.split(",")]

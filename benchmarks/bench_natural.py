@@ -1,9 +1,9 @@
-"""Throughput of noises.natural vs the reference imagecorruptions 1.1.2, side by side in one run.
+"""Throughput of robustbench_sys.noises.natural vs the reference imagecorruptions 1.1.2, side by side in one run.
 
 Same real images for both (shared ImageNet sample, PIL Resize(256) + CenterCrop(224)); one
 severity (default 3).  Ours: ``corrupt_batch`` on one (N, 3, 224, 224) float32 batch (after
 one warm-up call); reference: ``imagecorruptions.corrupt`` per image in its own venv (via
-noises.natural.oracle), on --ref-images images (glass_blur on 1: about a second per image).
+robustbench_sys.noises.natural.oracle), on --ref-images images (glass_blur on 1: about a second per image).
 Both single-threaded by default (the reference is single-threaded numpy; this machine is
 shared).  Prints images/s per corruption and the ratio; "overall" is the ratio of the time to
 apply every corruption once to one image (sum over corruptions of 1 / (images/s)), and the
@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from noises.natural import ALL_CORRUPTIONS, corrupt_batch, oracle  # noqa: E402
+from robustbench_sys.noises.natural import ALL_CORRUPTIONS, corrupt_batch, oracle  # noqa: E402
 
 
 def load_crops(n: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import noises  # noqa: E402
+from robustbench_sys import noises  # noqa: E402
 from robustbench_sys.pipeline import Pipeline  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def _report(title: str, best: dict, n: int, ref: str) -> None:
 
 def _isolated_compute(images, sizes, pil_seconds: float, repeats: int) -> None:
     """The isolated resizes once more, timing only the library call inside the worker."""
-    from noises.system import isolated
+    from robustbench_sys.noises.system import isolated
 
     rows = {}
     for name in isolated.ENV_SPECS:

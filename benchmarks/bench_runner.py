@@ -48,7 +48,7 @@ def _child_forward(a) -> dict:
     import numpy as np
     import torch
 
-    import zoo
+    from robustbench_sys import zoo
     from robustbench_sys.pipeline import Pipeline
 
     card = zoo.get_card(a.model)
@@ -171,7 +171,7 @@ def main(argv=None):
     tune_allocator()   # as the CLI does: this process and the DataLoader workers it forks
     import torch
 
-    import zoo
+    from robustbench_sys import zoo
     from robustbench_sys.data import load_dataset
     from robustbench_sys.eval.loop import preprocess_workers
     from robustbench_sys.pipeline import Pipeline

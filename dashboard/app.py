@@ -21,16 +21,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-# `streamlit run` puts dashboard/ first on sys.path; make the repository's packages importable
-# from any working directory (the editable install alone resolves them only from the repo root).
-_REPO = str(Path(__file__).resolve().parents[1])
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
-
-from robustbench_sys.paths import default_results_dir  # noqa: E402
-from robustbench_sys.results import leaderboard as L  # noqa: E402
-from robustbench_sys.results import report  # noqa: E402
-from robustbench_sys.results.store import ResultsStore, StoreError  # noqa: E402
+from robustbench_sys.paths import default_results_dir
+from robustbench_sys.results import leaderboard as L
+from robustbench_sys.results import report
+from robustbench_sys.results.store import ResultsStore, StoreError
 
 PAGES = ("Leaderboard", "ΔACC heatmap", "Clean vs robust", "Condition drill-down", "Flipped images",
          "Audit", "Provenance")

@@ -1,7 +1,7 @@
 """Noise generators for robustbench-sys.  Depends on no other folder of the project.
 
 The stages a noise can replace, their one name each and their call signatures, are the
-stage table of :mod:`noises.stages`; a noise's family fixes its stage.  Conventions:
+stage table of :mod:`robustbench_sys.noises.stages`; a noise's family fixes its stage.  Conventions:
 
 - ``decoder`` noises return HxWx3 uint8 RGB; greyscale, CMYK and alpha images are converted to
   RGB the way the library does; unreadable data raises ``OSError`` / ``ValueError``.
@@ -13,7 +13,7 @@ stage table of :mod:`noises.stages`; a noise's family fixes its stage.  Conventi
   batches to logits.
 """
 
-from noises.registry import Noise, NotApplicable, families, get, list_noises, register
-from noises.stages import STAGES, Stage, get_stage
+from robustbench_sys.noises.registry import Noise, NotApplicable, families, get, list_noises, register
+from robustbench_sys.noises.stages import STAGES, Stage, get_stage
 
 __all__ = ["STAGES", "NotApplicable", "Noise", "Stage", "families", "get", "get_stage", "list_noises", "register"]

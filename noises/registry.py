@@ -1,11 +1,11 @@
 """A timm-style registry of noise generators.
 
 Every noise is registered under ``family/name``; its family fixes the pipeline
-*stage* it replaces (:mod:`noises.stages`, the one stage table) and so its call
+*stage* it replaces (:mod:`robustbench_sys.noises.stages`, the one stage table) and so its call
 signature, so the runner can swap any registered noise into a pipeline without
 special cases.
 
-    >>> from noises import registry
+    >>> from robustbench_sys.noises import registry
     >>> registry.list_noises("resize/pil-*")[:2]
     ['resize/pil-bicubic', 'resize/pil-bilinear']
 """
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from noises.stages import stage_of_family
+from robustbench_sys.noises.stages import stage_of_family
 
 
 class NotApplicable(Exception):

@@ -16,7 +16,7 @@ resize ``fn(HxWxC, (width, height)) -> HxWxC``, then the centre crop (resize)
 crop   ``fn(HxWxC crop, rng=...) -> HxWxC crop``                    (corrupt)
 model  ``fn(nn.Module) -> nn.Module``                                 (graph)
 deploy ``fn(nn.Module, DeployContext) -> callable model``            (deploy)
-attack an :class:`~noises.adversarial.Attack` (part of a condition, not of the pipeline)
+attack an :class:`~robustbench_sys.noises.adversarial.Attack` (part of a condition, not of the pipeline)
 ====== ======================================================================
 
 Pipelines hold full noise keys (``decoder/pil``, ``resize/cv2-area``, ``precision/bf16``);
@@ -77,7 +77,8 @@ def stage_of_family(family: str) -> Stage:
         return _BY_FAMILY[family]
     except KeyError:
         raise UnknownStage(f"family {family!r} belongs to no stage; known families: "
-                           f"{', '.join(sorted(_BY_FAMILY))} (add it to noises.stages.STAGES)") from None
+                           f"{', '.join(sorted(_BY_FAMILY))} "
+                           "(add it to robustbench_sys.noises.stages.STAGES)") from None
 
 
 def pipeline_stages(side: str | None = None) -> tuple[Stage, ...]:

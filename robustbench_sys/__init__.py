@@ -6,10 +6,24 @@
 Subpackages: :mod:`~robustbench_sys.eval` (plan, batch loop, deploy, executors),
 :mod:`~robustbench_sys.metrics` (paired, natural, adversarial), :mod:`~robustbench_sys.results`
 (store, report, leaderboard); modules: :mod:`~robustbench_sys.pipeline`, :mod:`~robustbench_sys.data`,
-:mod:`~robustbench_sys.suites`, :mod:`~robustbench_sys.generate`, :mod:`~robustbench_sys.cli`.
+:mod:`~robustbench_sys.suites`, :mod:`~robustbench_sys.generate`, :mod:`~robustbench_sys.audit`,
+:mod:`~robustbench_sys.cli`.  The repository's top-level folders install under this name:
+:mod:`robustbench_sys.noises` (``noises/``), :mod:`robustbench_sys.zoo` (``zoo/``),
+:mod:`robustbench_sys.dashboard` (``dashboard/``) and ``robustbench_sys.labels`` (``data/``).
+
+``evaluate`` is imported on first use, so ``import robustbench_sys.noises`` stays light (no
+torch import); the audit of a deployment stack is :func:`robustbench_sys.audit.audit`.
 """
 
-from robustbench_sys.eval.api import evaluate
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["evaluate", "__version__"]
+__all__ = ["__version__", "evaluate"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "evaluate":
+        from robustbench_sys.eval.api import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'robustbench_sys' has no attribute {name!r}")

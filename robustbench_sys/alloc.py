@@ -13,7 +13,7 @@ there between batches:
   ``MALLOC_MMAP_THRESHOLD_`` environment variables, which glibc reads at process start-up.
   Forked preprocessing and generator workers inherit the parent's malloc state and the
   environment; spawned Dask workers, spawned generator workers and the isolated-venv
-  workers (``noises.system.isolated``) inherit the environment.
+  workers (``robustbench_sys.noises.system.isolated``) inherit the environment.
 
 The mmap threshold asked for is 1 GiB (glibc >= 2.26 accepts any value; an older glibc that
 refuses it gets its cap, 32 MiB on 64-bit, and :func:`allocator_info` says so).

@@ -13,7 +13,7 @@ as a string or a TOML file::
     color = "yuv420-bt601-limited"
     deploy = "precision/int8-ort-qdq"
 
-Keys are stage names (:mod:`noises.stages`), values registered noises of that stage (bare
+Keys are stage names (:mod:`robustbench_sys.noises.stages`), values registered noises of that stage (bare
 names or full keys; ``deploy`` takes the full key, ``precision/...`` or ``backend/...``).
 The audit is an ordinary evaluation of a :class:`~robustbench_sys.suites.Suite` of family
 ``audit`` against the model's own reference pipeline, so its units and per-image rows are
@@ -43,10 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import noises
-from noises.registry import UnknownNoise
-from noises.stages import UnknownStage, full_key, get_stage, pipeline_stages
+from robustbench_sys import noises
 from robustbench_sys.errors import UserError
+from robustbench_sys.noises.registry import UnknownNoise
+from robustbench_sys.noises.stages import UnknownStage, full_key, get_stage, pipeline_stages
 from robustbench_sys.results.report import display_value, parse_condition
 from robustbench_sys.suites import Condition, Suite
 

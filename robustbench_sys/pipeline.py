@@ -3,7 +3,7 @@
 A :class:`Pipeline` is built from a model card (the model's own "training system", the
 reference) and a system-noise condition swaps one or more stages with
 :meth:`Pipeline.replace`.  Its stage fields are those of the stage table
-(:mod:`noises.stages`) and hold full noise keys (``decoder/pil``, ``resize/cv2-area``,
+(:mod:`robustbench_sys.noises.stages`) and hold full noise keys (``decoder/pil``, ``resize/cv2-area``,
 ``precision/bf16``), so the whole pipeline is a small, hashable, JSON-serialisable spec that is
 stored with every result; :meth:`Pipeline.from_spec` is the inverse of :meth:`Pipeline.spec`.
 The image half (decoder, colour, resize, geometry, mean / std) is :class:`zoo.Preprocess`, the
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import noises
-from noises.stages import pipeline_stages, short_name
-from zoo import ModelCard, Preprocess
+from robustbench_sys import noises
+from robustbench_sys.noises.stages import pipeline_stages, short_name
+from robustbench_sys.zoo import ModelCard, Preprocess
 
 
 @dataclass(frozen=True)
@@ -184,5 +184,5 @@ def grey(rgb: np.ndarray) -> np.ndarray:
     return y.astype(np.uint8)[..., None]
 
 
-#: the builtin stage values (:attr:`noises.stages.Stage.builtin`) that transform the image
+#: the builtin stage values (:attr:`robustbench_sys.noises.stages.Stage.builtin`) that transform the image
 BUILTIN = {"rgb": lambda img: img, "grey": grey}

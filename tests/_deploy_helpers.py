@@ -68,7 +68,7 @@ def cache_root() -> Path:
 @functools.cache
 def _zoo_model(name: str):
     try:
-        import zoo
+        from robustbench_sys import zoo
     except ImportError as e:
         return None, f"zoo not importable ({e})"
     if not hasattr(zoo, "load_model"):
@@ -106,7 +106,7 @@ def deploy_setup(imagenet_sample, sample_rows, sample_jpegs):
 def make_ctx(x: torch.Tensor, files: list[str], model_key: str = "mobilenet_v2"):
     import hashlib
 
-    from noises.system.deploy import DeployContext
+    from robustbench_sys.noises.system.deploy import DeployContext
 
     cid = hashlib.sha1("\n".join(Path(f).name for f in files).encode()).hexdigest()[:10]
     return DeployContext(example_input=x, calibration=lambda: calib_batches(files),

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 import pytest
 
-import noises
+from robustbench_sys import noises
 
 MARK = "noise"
 

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 import robustbench_sys
-import zoo
+from robustbench_sys import zoo
 
 N = 100
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from _registry import registry_params
 
-import noises
-from noises.adversarial import SUITES, NormalizedModel, attack_grid
+from robustbench_sys import noises
 from robustbench_sys.metrics import adversarial as am
+from robustbench_sys.noises.adversarial import SUITES, NormalizedModel, attack_grid
 
 ATTACKS = noises.list_noises(family="adversarial")
 # each attack's small test budget is its class attribute ``test_params`` (the whole file stays
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def mnist8():
-    mnist = pytest.importorskip("zoo.mnist")
+    mnist = pytest.importorskip("robustbench_sys.zoo.mnist")
     try:
         model = mnist.load_lenet5("standard")
         x, y = mnist.load_mnist_test(8)

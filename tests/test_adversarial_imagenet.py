@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import noises
-from noises.adversarial import NormalizedModel, predict
+from robustbench_sys import noises
 from robustbench_sys.metrics import adversarial as am
+from robustbench_sys.noises.adversarial import NormalizedModel, predict
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def mobilenet():
-    zoo = pytest.importorskip("zoo")
+    zoo = pytest.importorskip("robustbench_sys.zoo")
     if not hasattr(zoo, "load_model"):
         pytest.skip("zoo.load_model is not available")
     try:

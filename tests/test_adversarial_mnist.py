@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import noises
-from noises.adversarial import NormalizedModel, predict, transfer_attack
+from robustbench_sys import noises
 from robustbench_sys.metrics import adversarial as am
+from robustbench_sys.noises.adversarial import NormalizedModel, predict, transfer_attack
 
 N = 200
 # advertorch tutorial: LinfPGDAttack(eps=0.3, nb_iter=40, eps_iter=0.01, rand_init=True)
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def pair():
-    mnist = pytest.importorskip("zoo.mnist")
+    mnist = pytest.importorskip("robustbench_sys.zoo.mnist")
     try:
         raw = {k: mnist.load_lenet5(k) for k in mnist.KINDS}
         x, y = mnist.load_mnist_test(N)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-import zoo
+from robustbench_sys import zoo
 from robustbench_sys.cli import main
 from robustbench_sys.errors import UserError
 from robustbench_sys.eval import attack as adversarial_runner
@@ -39,7 +39,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def mnist_ready():
-    from zoo import mnist
+    from robustbench_sys.zoo import mnist
 
     if not mnist.test_npz_path().is_file() or not all(zoo.weights_status(zoo.get_card(m)) == "cached"
                                                       for m in MNIST_MODELS):

@@ -62,7 +62,7 @@ def via(method):
 
 if __name__ == "__main__":
     parent = {"tuned": tune_allocator(), **report()}
-    from noises.system.isolated import _clean_env
+    from robustbench_sys.noises.system.isolated import _clean_env
     iso = subprocess.run([sys.executable, "-c", PROBE_SRC + "\nprint(json.dumps(report()))"], env=_clean_env(),
                          capture_output=True, text=True, check=True)
     print(json.dumps({"parent": parent,

@@ -1,12 +1,14 @@
 """The shape of the code: layers point one way, no import circles, no private names across modules.
 
 Every ``import`` / ``from ... import`` of every module is read (module level and inside
-functions).  Layers: ``noises`` imports none of our other folders; ``zoo`` only ``noises``;
-``robustbench_sys`` only ``noises`` and ``zoo``; ``dashboard`` only ``robustbench_sys`` (and what
-that re-exports is still reached through it).  An import circle between modules is an error
-wherever the imports sit.  A name starting with ``_`` (not a dunder) is private to its module:
-importing it from another module, or reaching it as ``module._name``, is an error; a module whose
-name starts with ``_`` is private to its package.
+functions).  The top-level folders install under one import name (pyproject's ``package-dir``):
+``noises/`` is ``robustbench_sys.noises``, ``zoo/`` ``robustbench_sys.zoo``, ``dashboard/``
+``robustbench_sys.dashboard``, ``data/`` ``robustbench_sys.labels``; the rest of
+``robustbench_sys/`` is the core.  Layers: ``noises`` imports none of our other folders; ``zoo``
+only ``noises``; the core only ``noises``, ``zoo`` and ``labels``; ``dashboard`` only the core.
+An import circle between modules is an error wherever the imports sit.  A name starting with
+``_`` (not a dunder) is private to its module: importing it from another module, or reaching it
+as ``module._name``, is an error; a module whose name starts with ``_`` is private to its package.
 """
 
 from __future__ import annotations
@@ -17,20 +19,33 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("robustbench_sys", "noises", "zoo", "dashboard")
-ALLOWED = {"noises": set(), "zoo": {"noises"}, "robustbench_sys": {"noises", "zoo"},
-           "dashboard": {"robustbench_sys"}}
+#: folder -> import name (pyproject.toml [tool.setuptools] package-dir)
+FOLDERS = {"robustbench_sys": "robustbench_sys", "noises": "robustbench_sys.noises", "zoo": "robustbench_sys.zoo",
+           "dashboard": "robustbench_sys.dashboard", "data": "robustbench_sys.labels"}
+LAYERS = ("core", "noises", "zoo", "dashboard", "labels")
+ALLOWED = {"noises": set(), "zoo": {"noises"}, "core": {"noises", "zoo", "labels"},
+           "dashboard": {"core"}, "labels": set()}
 
 
 def _modules() -> dict[str, Path]:
     out = {}
-    for pkg in PACKAGES:
-        for p in sorted((ROOT / pkg).rglob("*.py")):
-            parts = list(p.relative_to(ROOT).with_suffix("").parts)
+    for folder, name in FOLDERS.items():
+        for p in sorted((ROOT / folder).rglob("*.py")):
+            parts = list(p.relative_to(ROOT / folder).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts = parts[:-1]
-            out[".".join(parts)] = p
+            out[".".join([name, *parts])] = p
     return out
+
+
+def _layer(mod: str) -> str | None:
+    """The layer of one of our module names, None for anything else."""
+    if mod != "robustbench_sys" and not mod.startswith("robustbench_sys."):
+        return None
+    for layer in ("noises", "zoo", "dashboard", "labels"):
+        if mod == f"robustbench_sys.{layer}" or mod.startswith(f"robustbench_sys.{layer}."):
+            return layer
+    return "core"
 
 
 MODULES = _modules()
@@ -92,18 +107,26 @@ def test_the_scan_sees_the_code():
     g = _graph()
     assert len(MODULES) > 50
     assert "robustbench_sys.eval.plan" in g["robustbench_sys.eval.api"]
-    assert "noises.stages" in g["noises.registry"]
+    assert "robustbench_sys.noises.stages" in g["robustbench_sys.noises.registry"]
+    assert {_layer(m) for m in MODULES} == set(LAYERS)
 
 
-@pytest.mark.parametrize("pkg", PACKAGES)
-def test_layers_point_one_way(pkg):
+def test_folders_match_the_package_map():
+    import tomllib
+
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    assert {v: k for k, v in conf.items()} == FOLDERS
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_layers_point_one_way(layer):
     bad = []
     for m in MODULES:
-        if m.split(".")[0] != pkg:
+        if _layer(m) != layer:
             continue
         for target, _, line, _ in _imports(m):
-            top = target.split(".")[0]
-            if top in PACKAGES and top != pkg and top not in ALLOWED[pkg]:
+            t = _layer(target)
+            if t is not None and t != layer and t not in ALLOWED[layer]:
                 bad.append(f"{MODULES[m].relative_to(ROOT)}:{line} imports {target}")
     assert not bad, "\n".join(bad)
 

@@ -273,7 +273,7 @@ def test_audit_of_an_onnx_file(four, tmp_path, imagenet_sample):
 
     import torch
 
-    import zoo
+    from robustbench_sys import zoo
 
     pytest.importorskip("onnxruntime", reason="ONNX Runtime comes with the [backends] extra")
     path = tmp_path / "mv2.onnx"

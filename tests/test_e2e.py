@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import noises
 import robustbench_sys
+from robustbench_sys import noises
 from robustbench_sys.cli import main
 from robustbench_sys.results.store import ResultsStore
 

@@ -128,7 +128,7 @@ def test_imagenet_c_lossless_equals_on_the_fly(src, imagenet_sample, tmp_path, c
 
 def test_imagenet_c_default_is_jpeg_q85(src, tmp_path):
     """Default output = ImageNet-C's release: the corrupted crop saved as a quality-85 JPEG."""
-    from noises.natural import jpeg_imagenet_c
+    from robustbench_sys.noises.natural import jpeg_imagenet_c
 
     two = src.limit(2)
     base = gen.base_pipeline()
@@ -225,7 +225,7 @@ def test_size_mismatch_and_bad_data_dirs(src, tmp_path, capsys):
     with pytest.raises(UserError, match="did not finish"):
         load_dataset(vdir)
     # the reference pipeline of a generated variant: PIL decode, no resize, the card's own mean/std
-    import zoo
+    from robustbench_sys import zoo
     from robustbench_sys.eval.plan import reference_pipeline
 
     card = zoo.get_card("tf_efficientnet_lite0")

@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-import noises
+from robustbench_sys import noises
 from robustbench_sys.cli import main
 from robustbench_sys.errors import UserError
 from robustbench_sys.eval.api import evaluate

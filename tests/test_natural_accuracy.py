@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-import zoo
-from noises.natural import CORRUPTIONS, corrupt, oracle
+from robustbench_sys import zoo
 from robustbench_sys.metrics import paired as metrics
+from robustbench_sys.noises.natural import CORRUPTIONS, corrupt, oracle
 from robustbench_sys.pipeline import Pipeline
 
 N, FIRST = 48, 100            # shared-sample images 100..147 (test_natural_faithful uses the first 3)

@@ -1,4 +1,4 @@
-"""noises.natural API, registry and behaviour that needs no reference (the reference
+"""robustbench_sys.noises.natural API, registry and behaviour that needs no reference (the reference
 comparison is test_natural_faithful.py)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-import noises
-from noises.natural import (
+from robustbench_sys import noises
+from robustbench_sys.noises.natural import (
     ALL_CORRUPTIONS,
     BENCHMARK_CORRUPTIONS,
     CORRUPTIONS,
@@ -20,7 +20,7 @@ from noises.natural import (
     corrupt_batch,
     jpeg_imagenet_c,
 )
-from noises.natural.weather import frost_unavailable
+from robustbench_sys.noises.natural.weather import frost_unavailable
 
 KEYS = [f"natural/{n}-{s}" for n in ALL_CORRUPTIONS for s in SEVERITIES]
 
@@ -65,7 +65,7 @@ def test_metadata_is_the_one_source():
 
 
 def test_corruption_decorator_requires_group_and_benchmark():
-    from noises.natural._common import corruption
+    from robustbench_sys.noises.natural._common import corruption
 
     with pytest.raises(TypeError, match="benchmark"):
         corruption("new_one", "noise", [1, 2, 3, 4, 5])
@@ -77,7 +77,7 @@ def test_corruption_decorator_requires_group_and_benchmark():
 
 
 def test_register_tags_are_checked():
-    from noises.registry import register
+    from robustbench_sys.noises.registry import register
 
     with pytest.raises(TypeError, match="tag 'group'"):
         register("natural", "never-registered", tags={"group": ["noise"]})
@@ -143,7 +143,7 @@ def test_grey_image_and_jpeg85(crop):
 def test_frost_draws_uniform_over_five_textures(crop):
     if frost_unavailable():
         pytest.skip(frost_unavailable())
-    from noises.natural.weather import _frost_draws, frost_texture
+    from robustbench_sys.noises.natural.weather import _frost_draws, frost_texture
 
     x = torch.zeros(500, 3, 224, 224)
     d = _frost_draws(x, 3, torch.Generator().manual_seed(0))
@@ -156,7 +156,7 @@ def test_frost_draws_uniform_over_five_textures(crop):
 
 def test_glass_shuffle_matches_the_reference_loop():
     # the reference's numpy loop (its swap copies x[h', w'] into x[h, w]) on a small array
-    from noises.natural.blur import glass_shuffle
+    from robustbench_sys.noises.natural.blur import glass_shuffle
 
     rng = np.random.default_rng(0)
     H, W, d = 12, 15, 2
@@ -184,8 +184,8 @@ def test_cuda_matches_cpu_for_deterministic(name, crop):
 def test_pixelate_pillow_path_equals_the_fixed_point_torch_path(crop):
     """On CPU pixelate calls Pillow (the reference's own code); on CUDA it runs Pillow's BOX
     fixed-point arithmetic as matrices.  Both give the same values on real images."""
-    from noises.natural import digital
-    from noises.natural._common import to_u8
+    from robustbench_sys.noises.natural import digital
+    from robustbench_sys.noises.natural._common import to_u8
 
     x = torch.as_tensor(np.stack([crop, crop[::-1]])).permute(0, 3, 1, 2).float() / 255
     N, C, H, W = x.shape

@@ -1,5 +1,5 @@
-"""Faithfulness of noises.natural against the reference ``imagecorruptions`` 1.1.2 (run in its
-own venv through noises.natural.oracle; one subprocess call per session for every corruption,
+"""Faithfulness of robustbench_sys.noises.natural against the reference ``imagecorruptions`` 1.1.2 (run in its
+own venv through robustbench_sys.noises.natural.oracle; one subprocess call per session for every corruption,
 severity and image).  Images: the first IMAGES shared sample JPEGs, PIL Resize(256) +
 CenterCrop(224), as ImageNet-C.
 
@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 import torch
 
-from noises.natural import ALL_CORRUPTIONS, CORRUPTIONS, SEVERITIES, corrupt, oracle, to_uint8
-from noises.natural.weather import frost_texture, frost_unavailable, plasma_fractal
+from robustbench_sys.noises.natural import ALL_CORRUPTIONS, CORRUPTIONS, SEVERITIES, corrupt, oracle, to_uint8
+from robustbench_sys.noises.natural.weather import frost_texture, frost_unavailable, plasma_fractal
 
 IMAGES = 3
 EXACT_SHARE = 0.999

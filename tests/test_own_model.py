@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-import zoo
+from robustbench_sys import zoo
 from robustbench_sys.errors import UserError
 from robustbench_sys.eval.api import evaluate
 from robustbench_sys.results.store import ResultsStore
-from zoo.resolve import state_dict_sha256, timm_preprocess, torchvision_preprocess, torchvision_weights
+from robustbench_sys.zoo.resolve import state_dict_sha256, timm_preprocess, torchvision_preprocess, torchvision_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 N = 16
@@ -85,7 +85,7 @@ def test_torchvision_crop_pct_gives_exactly_the_weights_resize_size():
     import torchvision
 
     from robustbench_sys.pipeline import Pipeline
-    from zoo.resolve import exact_crop_pct
+    from robustbench_sys.zoo.resolve import exact_crop_pct
 
     checked = 0
     for model in torchvision.models.list_models(module=torchvision.models):
@@ -227,7 +227,7 @@ def test_module_with_preprocess_gives_the_zoo_predictions(tmp_path, imagenet_sam
 
 
 def test_module_identity_is_name_and_state_dict_sha256(tmp_path, imagenet_sample):
-    from zoo.resolve import module_card
+    from robustbench_sys.zoo.resolve import module_card
 
     a, b = zoo.load_model("mobilenet_v2"), zoo.load_model("mobilenet_v2")
     assert state_dict_sha256(a) == state_dict_sha256(b) == module_card(a, "mobilenet_v2").weights["sha256"]

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-import zoo
+from robustbench_sys import zoo
 from robustbench_sys.pipeline import Pipeline
 
 

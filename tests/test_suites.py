@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-import noises
-import zoo
-from noises.natural import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, GROUPS, SEVERITIES
+from robustbench_sys import noises, zoo
 from robustbench_sys.data import load_dataset
 from robustbench_sys.errors import UserError
 from robustbench_sys.eval.plan import plan_units
+from robustbench_sys.noises.natural import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, GROUPS, SEVERITIES
 from robustbench_sys.pipeline import Pipeline
 from robustbench_sys.suites import get_suite, list_suites, resolve
 
@@ -140,7 +139,7 @@ def test_where_list_means_any_of_and_exclude_still_applies(tmp_path):
 
 
 def _corruptions():
-    from noises.natural import CORRUPTIONS
+    from robustbench_sys.noises.natural import CORRUPTIONS
     return CORRUPTIONS
 
 

@@ -12,8 +12,8 @@ import torch
 from _deploy_helpers import compare, deploy_setup, make_ctx
 from _registry import needs, registry_params, settings_of
 
-import noises
-from noises.system.deploy import Deployed, model_fingerprint
+from robustbench_sys import noises
+from robustbench_sys.noises.system.deploy import Deployed, model_fingerprint
 
 BACKENDS = noises.list_noises("backend/*")
 #: fp32 runtimes: max |logit diff| to eager must stay within this (logits are O(10)); a backend's
@@ -124,7 +124,7 @@ def test_gpu_providers_say_why_not(key, setup):
 
 
 def test_context_rejects_bad_example_input():
-    from noises.system.deploy import DeployContext
+    from robustbench_sys.noises.system.deploy import DeployContext
 
     with pytest.raises(ValueError, match="float32 NCHW"):
         DeployContext(example_input=torch.zeros(3, 224, 224))

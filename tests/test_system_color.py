@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-import noises
-from noises.system import color as C
+from robustbench_sys import noises
+from robustbench_sys.noises.system import color as C
 
 COLORS = noises.list_noises("color/*")
 

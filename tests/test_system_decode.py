@@ -7,7 +7,7 @@ import pytest
 from _registry import registry_param, registry_params
 from PIL import Image
 
-import noises
+from robustbench_sys import noises
 
 
 def _diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:

@@ -14,9 +14,9 @@ from _deploy_helpers import eval_batch, zoo_model
 from _registry import registry_params
 from torch import nn
 
-import noises
-from noises.registry import NotApplicable
-from noises.system.deploy import model_fingerprint
+from robustbench_sys import noises
+from robustbench_sys.noises.registry import NotApplicable
+from robustbench_sys.noises.system.deploy import model_fingerprint
 
 GRAPH = noises.list_noises("graph/*")
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import noises
-from noises.system import isolated
+from robustbench_sys import noises
+from robustbench_sys.noises.system import isolated
 from robustbench_sys.pipeline import Pipeline
 
 ISOLATED = [k for k in noises.list_noises("*")
@@ -30,7 +30,8 @@ def test_registered_isolated_noises_report_availability():
     for key in ISOLATED:
         n = noises.get(key)
         reason = n.available()
-        assert reason is None or ("not built" in reason and "noises.system.venvs build" in reason), reason
+        assert reason is None or ("not built" in reason and "robustbench_sys.noises.system.venvs build" in reason), \
+            reason
         if reason is None:
             assert n.versions()["Pillow"], key
 
@@ -112,7 +113,7 @@ def test_user_spec_file_defines_builds_and_registers(tmp_path, imagenet_sample, 
 
     env = {**os.environ, "ROBUSTBENCH_SYS_CACHE": str(tmp_path / "cache")}
     # the oracle venv's Pillow / numpy (scripts/setup.d/50-*), so pip finds them in its cache
-    p = subprocess.run([sys.executable, "-m", "noises.system.venvs", "define", "pillow10user",
+    p = subprocess.run([sys.executable, "-m", "robustbench_sys.noises.system.venvs", "define", "pillow10user",
                         "Pillow==10.4.0", "numpy==1.26.4", "--no-resize"], env=env, capture_output=True, text=True,
                        timeout=600)
     if p.returncode != 0 and "cannot build" in p.stderr:
@@ -155,7 +156,8 @@ def test_malformed_spec_file_warns_with_its_path(tmp_path):
     d.mkdir()
     (d / "broken.toml").write_text('requirements = "Pillow==8.4.0"\n')
     env = {**os.environ, "ROBUSTBENCH_SYS_ENVS": str(d), "ROBUSTBENCH_SYS_CACHE": str(tmp_path / "cache")}
-    p = subprocess.run([sys.executable, "-c", "import noises; print(noises.list_noises('decoder/broken'))"],
+    p = subprocess.run([sys.executable, "-c",
+                        "from robustbench_sys import noises; print(noises.list_noises('decoder/broken'))"],
                        env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"

@@ -11,8 +11,8 @@ import torch
 from _deploy_helpers import N_CALIB, compare, deploy_setup, make_ctx
 from _registry import needs, registry_params, settings_of
 
-import noises
-from noises.system.deploy import DeployContext, Deployed, model_fingerprint
+from robustbench_sys import noises
+from robustbench_sys.noises.system.deploy import DeployContext, Deployed, model_fingerprint
 
 PRECISIONS = noises.list_noises("precision/*")
 #: a lower precision must move the logits by more than fp32 runtimes do (they stay < 2e-3)

@@ -7,7 +7,7 @@ import pytest
 from _registry import registry_params
 from PIL import Image
 
-import noises
+from robustbench_sys import noises
 from robustbench_sys.pipeline import Pipeline
 
 

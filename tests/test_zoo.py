@@ -5,8 +5,8 @@ import time
 import pytest
 import torch
 
-import zoo
-from zoo.weights import WeightsUnavailable
+from robustbench_sys import zoo
+from robustbench_sys.zoo.weights import WeightsUnavailable
 
 OFFLINE = ["mobilenet_v2", "tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
 

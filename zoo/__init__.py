@@ -12,7 +12,7 @@ Models that are not cards (a ``timm:``/``torchvision:`` name, an ``.onnx`` file,
 ``python:`` factory, an ``nn.Module``) become cards through :func:`zoo.resolve.resolve_model`;
 ``zoo.add.add_card`` writes a validated card for a user checkpoint.
 
-    >>> import zoo
+    >>> from robustbench_sys import zoo
     >>> zoo.list_models("tf_efficientnet_lite*")
     ['tf_efficientnet_lite0', 'tf_efficientnet_lite1', 'tf_efficientnet_lite2']
     >>> model = zoo.load_model("mobilenet_v2")          # eval mode, fp32, CPU
@@ -31,9 +31,9 @@ import fnmatch
 import os
 from pathlib import Path
 
-from zoo.card import ZOO_ARCHS, CardError, ModelCard, Preprocess, UnknownModel
-from zoo.schema import card_from_toml
-from zoo.weights import WeightsUnavailable, cache_dir, cached, fetch, load_state_dict
+from robustbench_sys.zoo.card import ZOO_ARCHS, CardError, ModelCard, Preprocess, UnknownModel
+from robustbench_sys.zoo.schema import card_from_toml
+from robustbench_sys.zoo.weights import WeightsUnavailable, cache_dir, cached, fetch, load_state_dict
 
 __all__ = ["CardError", "ModelCard", "Preprocess", "UnknownModel", "WeightsUnavailable", "get_card",
            "list_models", "load_model", "fetch_weights", "weights_status", "cache_dir", "user_cards_dir",
@@ -53,7 +53,7 @@ def user_cards_dir() -> Path:
     return Path(os.path.expanduser(extra[0])) if extra else Path.home() / ".config" / "robustbench-sys" / "cards"
 
 
-def _card_dirs() -> list[Path]:
+def card_dirs() -> list[Path]:
     """The built-in cards, then ``$ROBUSTBENCH_SYS_CARDS`` (``os.pathsep``-separated), else the
     user's ``~/.config/robustbench-sys/cards``."""
     extra = [Path(os.path.expanduser(p)) for p in os.environ.get("ROBUSTBENCH_SYS_CARDS", "").split(os.pathsep) if p]
@@ -62,7 +62,7 @@ def _card_dirs() -> list[Path]:
 
 def _all_cards() -> dict[str, ModelCard]:
     cards: dict[str, ModelCard] = {}
-    for d in _card_dirs():
+    for d in card_dirs():
         for p in sorted(d.glob("*.toml")):
             c = _parse(p)
             cards[c.name] = c
@@ -118,7 +118,7 @@ def fetch_weights(card: ModelCard) -> tuple[Path | None, str]:
 def build_arch(card: ModelCard):
     """The architecture with random weights (no download)."""
     if card.library == "zoo":
-        from zoo import mnist
+        from robustbench_sys.zoo import mnist
 
         return {"mnist_lenet5": mnist.LeNet5}[card.arch_name]()
     if card.library == "timm":
@@ -126,7 +126,7 @@ def build_arch(card: ModelCard):
 
         return timm.create_model(card.arch_name, pretrained=False, num_classes=card.num_classes)
     if card.library == "python":
-        from zoo.python_model import call_factory
+        from robustbench_sys.zoo.python_model import call_factory
 
         return call_factory(card.arch_name)
     if card.library == "onnx":
@@ -165,7 +165,7 @@ def load_model(name_or_card, *, weights: bool = True):
     if card.module is not None:
         return card.module.eval()
     if card.library == "onnx":
-        from zoo.onnx_model import OnnxModel
+        from robustbench_sys.zoo.onnx_model import OnnxModel
 
         path, _ = fetch(card.weights)
         return OnnxModel(path)

@@ -1,6 +1,6 @@
 """``zoo add``: a validated card for a user checkpoint, written into the user's cards directory.
 
-    >>> from zoo.add import add_card
+    >>> from robustbench_sys.zoo.add import add_card
     >>> add_card("mine.pth", arch="timm:tf_efficientnet_lite0", name="mine")   # doctest: +SKIP
     PosixPath('/home/me/.config/robustbench-sys/cards/mine.toml')
 
@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zoo import CardError, ModelCard, Preprocess, UnknownModel, build_arch, get_card, user_cards_dir
-from zoo.preprocessing import check_registered, timm_cfg, timm_preprocess, torchvision_preprocess
-from zoo.resolve import load_checkpoint, preprocess_from, torchvision_weights
-from zoo.schema import card_from_dict, card_from_toml
-from zoo.weights import sha256_file
+from robustbench_sys.zoo import CardError, ModelCard, Preprocess, UnknownModel, build_arch, get_card, user_cards_dir
+from robustbench_sys.zoo.preprocessing import check_registered, timm_cfg, timm_preprocess, torchvision_preprocess
+from robustbench_sys.zoo.resolve import load_checkpoint, preprocess_from, torchvision_weights
+from robustbench_sys.zoo.schema import card_from_dict, card_from_toml
+from robustbench_sys.zoo.weights import sha256_file
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 

@@ -1,12 +1,12 @@
 """The card data types: :class:`ModelCard`, :class:`Preprocess` and the zoo's errors (a leaf
-module: the rest of :mod:`zoo` builds on it)."""
+module: the rest of :mod:`robustbench_sys.zoo` builds on it)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from noises.stages import full_key, pipeline_stages
+from robustbench_sys.noises.stages import full_key, pipeline_stages
 
 #: architectures defined in this package (``arch = "zoo:NAME"``)
 ZOO_ARCHS = ("mnist_lenet5",)
@@ -27,7 +27,7 @@ class Preprocess:
     """The training system's preprocessing: the image half of a
     :class:`robustbench_sys.pipeline.Pipeline` (which adds the noise-only stages).
 
-    Stage fields hold full noise keys (:mod:`noises.stages`); a bare name (``resize="cv2-area"``)
+    Stage fields hold full noise keys (:mod:`robustbench_sys.noises.stages`); a bare name (``resize="cv2-area"``)
     is completed with the stage's family."""
 
     decoder: str = "decoder/pil"

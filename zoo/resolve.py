@@ -23,8 +23,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from zoo import CardError, ModelCard, Preprocess, UnknownModel, get_card
-from zoo.preprocessing import (
+from robustbench_sys.zoo import CardError, ModelCard, Preprocess, UnknownModel, get_card
+from robustbench_sys.zoo.preprocessing import (
     INTERPOLATION,
     bad_where,
     check_registered,
@@ -36,8 +36,8 @@ from zoo.preprocessing import (
     torchvision_preprocess,
     torchvision_weights,
 )
-from zoo.python_model import call_factory
-from zoo.weights import WeightsUnavailable, cached, load_state_dict, sha256_file
+from robustbench_sys.zoo.python_model import call_factory
+from robustbench_sys.zoo.weights import WeightsUnavailable, cached, load_state_dict, sha256_file
 
 PREPROCESS_HELP = ("a zoo card name or .toml card, a zoo.Preprocess / Pipeline, or a timm data config dict "
                    "(timm.data.resolve_data_config)")
@@ -181,7 +181,7 @@ def _offline() -> bool:
 def _checked_checkpoint_card(card: ModelCard, checkpoint, where: str) -> ModelCard:
     """The card with ``file`` weights = the checkpoint (sha256 pinned), after a load test that the
     state dict fits; the loaded model travels with the card (no second load)."""
-    from zoo import build_arch
+    from robustbench_sys.zoo import build_arch
 
     path = _checkpoint_path(checkpoint, where)
     card = dataclasses.replace(card, weights={"source": "file", "path": str(path), "sha256": sha256_file(path)})
@@ -241,7 +241,7 @@ def torchvision_card(spec: str, *, checkpoint=None, preprocess: Any = None, name
 
 def onnx_card(path, *, preprocess: Any = None, name: str | None = None) -> ModelCard:
     """An ``.onnx`` file, evaluated through ONNX Runtime as deployed; preprocessing must be given."""
-    from zoo.onnx_model import OnnxModel
+    from robustbench_sys.zoo.onnx_model import OnnxModel
 
     p = Path(os.path.expanduser(os.fspath(path))).resolve()
     where = f"--model {path}"

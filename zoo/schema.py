@@ -14,8 +14,8 @@ import re
 import tomllib
 from pathlib import Path
 
-from zoo.card import ZOO_ARCHS, CardError, ModelCard, Preprocess
-from zoo.preprocessing import make_preprocess, timm_preprocess
+from robustbench_sys.zoo.card import ZOO_ARCHS, CardError, ModelCard, Preprocess
+from robustbench_sys.zoo.preprocessing import make_preprocess, timm_preprocess
 
 TOP_KEYS = ("name", "arch", "num_classes", "benchmark", "description", "weights", "preprocess", "tags")
 LIBRARIES = ("timm", "torchvision", "zoo", "python", "onnx")

@@ -17,7 +17,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from noises.io import atomic_copy
+from robustbench_sys.noises.io import atomic_copy
 
 
 class WeightsUnavailable(RuntimeError):

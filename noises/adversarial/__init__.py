@@ -23,16 +23,16 @@ Registered: ``fgsm``, ``pgd-linf``, ``pgd-l2``, ``mim-linf``, ``cw-l2``, ``deepf
 ``square`` (black-box), ``autoattack-standard``.  Named eps grids: :data:`SUITES`.
 Transfer attacks: :func:`transfer_attack`.
 
-    >>> from noises import get
-    >>> from noises.adversarial import NormalizedModel
+    >>> from robustbench_sys.noises import get
+    >>> from robustbench_sys.noises.adversarial import NormalizedModel
     >>> wrapped = NormalizedModel(model, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     >>> adv, used = get("adversarial/pgd-linf")(wrapped, x01, y, eps=4/255, steps=10, seed=0)
 """
 
-from noises.adversarial import autoattack, cw_l2, deepfool, fgsm, mim, pgd_l2, pgd_linf, square  # noqa: F401  (registers)
-from noises.adversarial.base import Attack, AttackResult, NormalizedModel, perturbation_norm
-from noises.adversarial.suites import SUITES, attack_grid
-from noises.adversarial.transfer import TransferResult, predict, transfer_attack
+from robustbench_sys.noises.adversarial import autoattack, cw_l2, deepfool, fgsm, mim, pgd_l2, pgd_linf, square  # noqa: F401  (registers)
+from robustbench_sys.noises.adversarial.base import Attack, AttackResult, NormalizedModel, perturbation_norm
+from robustbench_sys.noises.adversarial.suites import SUITES, attack_grid
+from robustbench_sys.noises.adversarial.transfer import TransferResult, predict, transfer_attack
 
 __all__ = ["Attack", "AttackResult", "NormalizedModel", "SUITES", "TransferResult", "attack_grid",
            "perturbation_norm", "predict", "transfer_attack"]

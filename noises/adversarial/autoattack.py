@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from noises.adversarial.base import Attack, register_attack
+from robustbench_sys.noises.adversarial.base import Attack, register_attack
 
 
 @register_attack
@@ -29,7 +29,7 @@ classified correctly.
         - output: :class:`AttackResult`, ``adv`` in [0, 1], within eps.
 
     Examples::
-        >>> from noises import get
+        >>> from robustbench_sys.noises import get
         >>> adv, used = get("adversarial/autoattack-standard")(wrapped, x, y, eps=4/255, seed=0)
     """
 

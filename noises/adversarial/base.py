@@ -278,7 +278,7 @@ class StepAttack(Attack):
 
 def register_attack(cls: type[Attack]) -> type[Attack]:
     """Class decorator: register one instance of ``cls`` as ``adversarial/<cls.name>``."""
-    from noises.registry import register
+    from robustbench_sys.noises.registry import register
 
     inst = cls()
     register("adversarial", cls.name,

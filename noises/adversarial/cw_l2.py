@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from noises.adversarial.base import Attack, register_attack
+from robustbench_sys.noises.adversarial.base import Attack, register_attack
 
 
 @register_attack
@@ -23,7 +23,7 @@ class CWL2(Attack):
         - output: :class:`AttackResult`, ``adv`` in [0, 1]; ``params["n_rejected_over_eps"]`` when eps is given.
 
     Examples::
-        >>> from noises import get
+        >>> from robustbench_sys.noises import get
         >>> adv, used = get("adversarial/cw-l2")(wrapped, x, y, eps=0.5, steps=100)
     """
 

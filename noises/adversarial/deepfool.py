@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from noises.adversarial.base import Attack, register_attack
+from robustbench_sys.noises.adversarial.base import Attack, register_attack
 
 
 @register_attack
@@ -33,7 +33,7 @@ class DeepFool(Attack):
     batches or few classes.
 
     Examples::
-        >>> from noises import get
+        >>> from robustbench_sys.noises import get
         >>> adv, used = get("adversarial/deepfool")(wrapped, x, y, steps=50)
     """
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from noises.adversarial.base import Attack, register_attack
+from robustbench_sys.noises.adversarial.base import Attack, register_attack
 
 
 @register_attack
@@ -18,7 +18,7 @@ class FGSM(Attack):
         - output: :class:`AttackResult` with ``adv`` :math:`(N, C, H, W)` in [0, 1].
 
     Examples::
-        >>> from noises import get
+        >>> from robustbench_sys.noises import get
         >>> adv, used = get("adversarial/fgsm")(wrapped, images, labels, eps=8/255, seed=0)
     """
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from noises.adversarial.base import StepAttack, register_attack
+from robustbench_sys.noises.adversarial.base import StepAttack, register_attack
 
 
 @register_attack
@@ -21,7 +21,7 @@ class MIMLinf(StepAttack):
         - output: :class:`AttackResult`, ``adv`` in [0, 1], ``||adv - x||_∞ <= eps``.
 
     Examples::
-        >>> from noises import get
+        >>> from robustbench_sys.noises import get
         >>> adv, used = get("adversarial/mim-linf")(wrapped, x, y, eps=8/255)
     """
 

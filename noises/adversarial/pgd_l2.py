@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from noises.adversarial.base import StepAttack, register_attack
+from robustbench_sys.noises.adversarial.base import StepAttack, register_attack
 
 
 @register_attack
@@ -22,7 +22,7 @@ class PGDL2(StepAttack):
         - output: :class:`AttackResult`, ``adv`` in [0, 1], ``||adv - x||_2 <= eps``.
 
     Examples::
-        >>> from noises import get
+        >>> from robustbench_sys.noises import get
         >>> adv, used = get("adversarial/pgd-l2")(wrapped, x, y, eps=0.5, steps=20, rel_stepsize=3/40)
     """
 

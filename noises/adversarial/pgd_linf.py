@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from noises.adversarial.base import StepAttack, register_attack
+from robustbench_sys.noises.adversarial.base import StepAttack, register_attack
 
 
 @register_attack
@@ -22,7 +22,7 @@ class PGDLinf(StepAttack):
         - output: :class:`AttackResult`, ``adv`` :math:`(N, C, H, W)` in [0, 1], ``||adv - x||_∞ <= eps``.
 
     Examples::
-        >>> from noises import get
+        >>> from robustbench_sys.noises import get
         >>> adv, used = get("adversarial/pgd-linf")(wrapped, x, y, eps=4/255, steps=20, seed=0)
         >>> used["alpha"]   # the absolute step actually used
     """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from noises.adversarial.base import Attack, register_attack
+from robustbench_sys.noises.adversarial.base import Attack, register_attack
 
 
 @register_attack
@@ -22,7 +22,7 @@ class SquareLinf(Attack):
         - output: :class:`AttackResult`, ``adv`` in [0, 1], ``||adv - x||_∞ <= eps``.
 
     Examples::
-        >>> from noises import get
+        >>> from robustbench_sys.noises import get
         >>> adv, used = get("adversarial/square")(wrapped, x, y, eps=8/255, n_queries=1000, seed=0)
     """
 

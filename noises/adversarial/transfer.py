@@ -35,7 +35,7 @@ def transfer_attack(attack, source: torch.nn.Module, target: torch.nn.Module, im
         >>> r.target_correct.float().mean()
     """
     if isinstance(attack, str):
-        from noises.registry import get
+        from robustbench_sys.noises.registry import get
 
         attack = get(attack if "/" in attack else f"adversarial/{attack}")
     res = attack(source, images, labels, eps=eps, seed=seed, **params)

@@ -7,7 +7,7 @@ Perturbations", ICLR 2019.  Parameters and numerics follow the ``imagecorruption
 (N, 3, H, W) floats in [0, 1], on any device, with explicit generators (no global RNG).
 
     >>> import numpy as np
-    >>> from noises.natural import corrupt, corrupt_batch, BENCHMARK_CORRUPTIONS
+    >>> from robustbench_sys.noises.natural import corrupt, corrupt_batch, BENCHMARK_CORRUPTIONS
     >>> img = np.zeros((224, 224, 3), np.uint8)
     >>> corrupt(img, "fog", 3, seed=0).shape
     (224, 224, 3)
@@ -35,7 +35,7 @@ Every corruption and severity is registered as ``natural/<name>-<severity>`` (e.
 The severity is bound by the name, so the registered function is
 ``fn(img, severity=None, rng=None) -> img``: ``img`` HxWx3 uint8, ``severity`` may be omitted
 (or must equal the bound one; it is accepted only to keep the ``corrupt`` stage signature of
-:mod:`noises`), ``rng`` a ``numpy.random.Generator`` whose next
+:mod:`robustbench_sys.noises`), ``rng`` a ``numpy.random.Generator`` whose next
 63-bit integer seeds the torch generator (None: seed 0).  The pipeline calls ``fn(img)``.
 
 Deviations from the reference (see docs in each module): random draws come from torch
@@ -51,11 +51,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from noises.natural import blur, digital, noise, weather  # noqa: F401  (define the corruptions)
-from noises.natural._common import CORRUPTIONS, GROUP_NAMES, Corruption, default_generator
-from noises.natural.digital import jpeg_roundtrip
-from noises.natural.weather import frost_dir, frost_unavailable
-from noises.registry import register
+from robustbench_sys.noises.natural import blur, digital, noise, weather  # noqa: F401  (define the corruptions)
+from robustbench_sys.noises.natural._common import CORRUPTIONS, GROUP_NAMES, Corruption, default_generator
+from robustbench_sys.noises.natural.digital import jpeg_roundtrip
+from robustbench_sys.noises.natural.weather import frost_dir, frost_unavailable
+from robustbench_sys.noises.registry import register
 
 
 def _in_paper_order(names) -> tuple[str, ...]:

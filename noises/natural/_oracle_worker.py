@@ -2,7 +2,7 @@
 
 Standalone script: imports only numpy and imagecorruptions, so that it runs in
 ``.venvs/imagecorruptions`` (built by scripts/setup.d/50-imagecorruptions-oracle.sh).  The client
-is :mod:`noises.natural.oracle`.
+is :mod:`robustbench_sys.noises.natural.oracle`.
 
     python _oracle_worker.py DIR
 

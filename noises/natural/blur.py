@@ -8,9 +8,17 @@ from functools import cache
 import numpy as np
 import torch
 
-from noises.natural._common import CORRUPTIONS as _P
-from noises.natural._common import clipped_zoom, corruption, filter2d, gaussian, generator_for, param, rand
-from noises.natural._common import motion_blur as _motion
+from robustbench_sys.noises.natural._common import CORRUPTIONS as _P
+from robustbench_sys.noises.natural._common import (
+    clipped_zoom,
+    corruption,
+    filter2d,
+    gaussian,
+    generator_for,
+    param,
+    rand,
+)
+from robustbench_sys.noises.natural._common import motion_blur as _motion
 
 
 @cache

@@ -9,8 +9,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from noises.natural._common import CORRUPTIONS as _P
-from noises.natural._common import (
+from robustbench_sys.noises.natural._common import CORRUPTIONS as _P
+from robustbench_sys.noises.natural._common import (
     corruption,
     gaussian_kernel1d,
     generator_for,

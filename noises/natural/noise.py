@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from noises.natural._common import CORRUPTIONS as _P
-from noises.natural._common import corruption, generator_for, param, rand, randn
+from robustbench_sys.noises.natural._common import CORRUPTIONS as _P
+from robustbench_sys.noises.natural._common import corruption, generator_for, param, rand, randn
 
 
 def _sample_normal(x, severity, generator=None):

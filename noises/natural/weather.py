@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noises.natural._common import CORRUPTIONS as _P
-from noises.natural._common import (
+from robustbench_sys.noises.natural._common import CORRUPTIONS as _P
+from robustbench_sys.noises.natural._common import (
     clipped_zoom,
     corruption,
     gaussian,

@@ -1,3 +1,3 @@
 """System noise: one module per SysNoise stage family."""
 
-from noises.system import backend, color, decode, graph, isolated, precision, resize  # noqa: F401  # noqa: F401  (colour stage; isolated Pillow builds)  # noqa: F401  (deploy + graph stages)
+from robustbench_sys.noises.system import backend, color, decode, graph, isolated, precision, resize  # noqa: F401  # noqa: F401  (colour stage; isolated Pillow builds)  # noqa: F401  (deploy + graph stages)

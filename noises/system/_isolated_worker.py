@@ -1,4 +1,4 @@
-"""Worker for :mod:`noises.system.isolated`, run by the Python of an isolated venv.
+"""Worker for :mod:`robustbench_sys.noises.system.isolated`, run by the Python of an isolated venv.
 
 Standalone: imports only the standard library, numpy and PIL, so that the same file runs
 unchanged in every environment (Pillow 9, pillow-simd, ...).  Long-lived: it serves

@@ -1,7 +1,7 @@
 """Backend noise: the same fp32 model run by different inference runtimes.
 
 Stage ``deploy``: ``fn(model, ctx: DeployContext) -> Deployed`` (see
-:mod:`noises.system.deploy`).  Registered names (family ``backend``):
+:mod:`robustbench_sys.noises.system.deploy`).  Registered names (family ``backend``):
 
 - ``eager``: PyTorch eager, fp32 (the reference).
 - ``torchscript``: ``torch.jit.trace`` + ``torch.jit.freeze`` (folds BN into conv).
@@ -16,7 +16,7 @@ Stage ``deploy``: ``fn(model, ctx: DeployContext) -> Deployed`` (see
 - ``onnxruntime-cuda`` / ``tensorrt``: ONNX Runtime's CUDA / TensorRT execution providers
   (need onnxruntime-gpu and a GPU; ``available()`` says why not otherwise).
 
-Every backend gets :func:`noises.system.deploy.num_threads` threads.
+Every backend gets :func:`robustbench_sys.noises.system.deploy.num_threads` threads.
 
 Example::
 
@@ -30,9 +30,9 @@ from typing import Any
 
 import torch
 
-from noises.io import atomic_path
-from noises.registry import register
-from noises.system.deploy import (
+from robustbench_sys.noises.io import atomic_path
+from robustbench_sys.noises.registry import register
+from robustbench_sys.noises.system.deploy import (
     DeployContext,
     Deployed,
     artefact_dir,

@@ -23,7 +23,7 @@ so BT.601 limited gives SysNoise's ``Y' = round(0.256788 R + 0.504129 G + 0.0979
 
 Example::
 
-    >>> from noises import get
+    >>> from robustbench_sys.noises import get
     >>> out = get("color/yuv420-bt601-limited")(img)   # img: HxWx3 uint8 RGB
 """
 
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from noises.registry import register
+from robustbench_sys.noises.registry import register
 
 #: (Kr, Kb) of each matrix
 MATRICES = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}

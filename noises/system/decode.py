@@ -5,7 +5,7 @@ Greyscale, CMYK and alpha images are converted to RGB as the decoder's library d
 
 Example::
 
-    >>> from noises import get
+    >>> from robustbench_sys.noises import get
     >>> rgb = get("decoder/pil")(open("cat.jpg", "rb").read())
 """
 
@@ -15,7 +15,7 @@ import io
 
 import numpy as np
 
-from noises.registry import register
+from robustbench_sys.noises.registry import register
 
 
 def _pil_versions() -> dict:

@@ -15,8 +15,8 @@ graph-changed model never reuses the unchanged model's export.
 
 Example::
 
-    >>> from noises import get
-    >>> from noises.system.deploy import DeployContext
+    >>> from robustbench_sys.noises import get
+    >>> from robustbench_sys.noises.system.deploy import DeployContext
     >>> ctx = DeployContext(example_input=x, calibration=lambda: calib_batches,
     ...                     cache_dir=Path("~/.cache/rbs/deploy").expanduser(), model_key="mobilenet_v2")
     >>> run = get("backend/openvino")(model, ctx)
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from noises.io import atomic_path
+from robustbench_sys.noises.io import atomic_path
 
 __all__ = ["DeployContext", "Deployed", "model_fingerprint", "artefact_dir", "onnx_export",
            "torch_versions", "num_threads"]

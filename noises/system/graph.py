@@ -2,7 +2,7 @@
 
 Stage ``graph``: ``fn(model) -> model``, a changed deep copy (the input model is never
 modified).  A model without the layer a noise changes raises
-:class:`noises.registry.NotApplicable`, never a silent no-op.  Registered names (family
+:class:`robustbench_sys.noises.registry.NotApplicable`, never a silent no-op.  Registered names (family
 ``graph``):
 
 - ``maxpool-ceil``: flips ``ceil_mode`` of every stride-2 ``nn.MaxPool2d`` (SysNoise's
@@ -16,7 +16,7 @@ modified).  A model without the layer a noise changes raises
 
 Example::
 
-    >>> from noises import get
+    >>> from robustbench_sys.noises import get
     >>> ceil = get("graph/maxpool-ceil")(torchvision.models.resnet18())
     >>> ceil.maxpool.ceil_mode
     True
@@ -29,8 +29,8 @@ from typing import cast
 
 from torch import nn
 
-from noises.registry import NotApplicable, register
-from noises.system.deploy import torch_versions
+from robustbench_sys.noises.registry import NotApplicable, register
+from robustbench_sys.noises.system.deploy import torch_versions
 
 
 def _stride2(m: nn.MaxPool2d) -> bool:

@@ -8,15 +8,15 @@ once under ``<cache>/venvs/<name>-<hash of spec>`` (``<cache>`` = ``$ROBUSTBENCH
 or ``~/.cache/robustbench-sys``) and reuses it.  Nothing is built implicitly: the noises'
 ``available()`` says whether their venv exists, and a missing one is built with::
 
-    python -m noises.system.venvs build pillow9 pillow-simd     # or scripts/setup.sh
-    python -m noises.system.venvs list
+    python -m robustbench_sys.noises.system.venvs build pillow9 pillow-simd     # or scripts/setup.sh
+    python -m robustbench_sys.noises.system.venvs list
 
 Registered noises (per built-in spec ``E`` in :data:`ENV_SPECS`): ``decoder/E`` (Pillow
 ``Image.open().convert('RGB')`` in that venv) and ``resize/E-{nearest,bilinear,bicubic,box,
 hamming,lanczos}`` (``Image.resize``; not for ``pillow9``, whose resize was measured
 identical to the main venv's Pillow 13).  Your own spec::
 
-    from noises.system import isolated
+    from robustbench_sys.noises.system import isolated
     isolated.define_env("pillow8", ["Pillow==8.4.0", "numpy<2"])
     isolated.build("pillow8")                       # IsolatedEnvError if pip cannot build it
     isolated.register_env_noises("pillow8")         # decoder/pillow8, resize/pillow8-*
@@ -26,7 +26,7 @@ optional ``pip_args``, ``build_env`` table, ``description``, ``resize = false``)
 ``<cache>/envs/`` or a directory of ``$ROBUSTBENCH_SYS_ENVS`` (``:``-separated), read at
 import, so ``decoder/NAME`` can be named in any suite.  The command line writes and builds one::
 
-    python -m noises.system.venvs define pillow8 "Pillow==8.4.0" "numpy<2"
+    python -m robustbench_sys.noises.system.venvs define pillow8 "Pillow==8.4.0" "numpy<2"
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from typing import IO, cast
 
 import numpy as np
 
-from noises.registry import list_noises, register
+from robustbench_sys.noises.registry import list_noises, register
 
 WORKER = Path(__file__).resolve().with_name("_isolated_worker.py")
 _STAMP = ".robustbench-sys-built.json"
@@ -127,7 +127,7 @@ def spec(name: str) -> EnvSpec:
         return ENV_SPECS[name]
     except KeyError:
         raise IsolatedEnvError(f"unknown isolated environment {name!r}; defined: {', '.join(sorted(ENV_SPECS))} "
-                               "(add one with noises.system.isolated.define_env)") from None
+                               "(add one with robustbench_sys.noises.system.isolated.define_env)") from None
 
 
 def built_info(name: str) -> dict | None:
@@ -143,7 +143,7 @@ def unavailable(name: str) -> str | None:
     s = spec(name)
     if built_info(name) is None:
         return (f"isolated environment {name!r} ({' '.join(s.requirements)}) is not built at {s.path}: "
-                f"run `python -m noises.system.venvs build {name}` (or scripts/setup.sh)")
+                f"run `python -m robustbench_sys.noises.system.venvs build {name}` (or scripts/setup.sh)")
     return None
 
 

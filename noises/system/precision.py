@@ -1,7 +1,7 @@
 """Precision noise: the same model run at lower numerical precision.
 
 Stage ``deploy``: ``fn(model, ctx: DeployContext) -> Deployed`` (see
-:mod:`noises.system.deploy`).  Registered names (family ``precision``):
+:mod:`robustbench_sys.noises.system.deploy`).  Registered names (family ``precision``):
 
 - ``fp32``: PyTorch eager float32 (the reference; the same as ``backend/eager``).
 - ``bf16`` / ``fp16``: every weight and activation cast (``model.to(dtype)``), eager on the
@@ -31,10 +31,10 @@ import time
 
 import torch
 
-from noises.io import atomic_path
-from noises.registry import register
-from noises.system.backend import ort_available, ort_deployed, ort_session, ort_versions
-from noises.system.deploy import (
+from robustbench_sys.noises.io import atomic_path
+from robustbench_sys.noises.registry import register
+from robustbench_sys.noises.system.backend import ort_available, ort_deployed, ort_session, ort_versions
+from robustbench_sys.noises.system.deploy import (
     DeployContext,
     Deployed,
     artefact_dir,

@@ -13,7 +13,7 @@ as float32 in the 0..255 scale, unclamped, as a tensor pipeline would feed it on
 
 Example::
 
-    >>> from noises import get
+    >>> from robustbench_sys.noises import get
     >>> out = get("resize/cv2-area")(img, (298, 224))   # img: HxWx3 uint8
 """
 
@@ -23,7 +23,7 @@ from typing import cast
 
 import numpy as np
 
-from noises.registry import register
+from robustbench_sys.noises.registry import register
 
 
 def _pil_versions() -> dict:

@@ -1,10 +1,10 @@
-"""Command line for isolated environments (see :mod:`noises.system.isolated`)::
+"""Command line for isolated environments (see :mod:`robustbench_sys.noises.system.isolated`)::
 
-    python -m noises.system.venvs build pillow9 pillow-simd [--force]
-    python -m noises.system.venvs list
-    python -m noises.system.venvs define pillow8 "Pillow==8.4.0" "numpy<2" [--no-resize] [--no-build]
+    python -m robustbench_sys.noises.system.venvs build pillow9 pillow-simd [--force]
+    python -m robustbench_sys.noises.system.venvs list
+    python -m robustbench_sys.noises.system.venvs define pillow8 "Pillow==8.4.0" "numpy<2" [--no-resize] [--no-build]
 
-``define`` writes the spec file ``<cache>/envs/NAME.toml`` (see :mod:`noises.system.isolated`)
+``define`` writes the spec file ``<cache>/envs/NAME.toml`` (see :mod:`robustbench_sys.noises.system.isolated`)
 and builds the venv; from then on ``decoder/NAME`` and ``resize/NAME-*`` are registered noises
 that any suite can name (e.g. ``[[conditions]] decoder = "pillow8"``).
 """
@@ -14,14 +14,14 @@ from __future__ import annotations
 import sys
 import time
 
-from noises.system.isolated import BUILTIN_ENVS as BUILTIN
-from noises.system.isolated import ENV_SPECS, IsolatedEnvError, build, built_info, write_spec_file
+from robustbench_sys.noises.system.isolated import BUILTIN_ENVS as BUILTIN
+from robustbench_sys.noises.system.isolated import ENV_SPECS, IsolatedEnvError, build, built_info, write_spec_file
 
 
 def main(argv=None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m noises.system.venvs",
+    ap = argparse.ArgumentParser(prog="python -m robustbench_sys.noises.system.venvs",
                                  description="Build / list isolated Pillow environments.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build (once) the named environments")

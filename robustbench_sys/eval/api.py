@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import pandas as pd
 
-import zoo
+from robustbench_sys import zoo
 from robustbench_sys.alloc import tune_allocator
 from robustbench_sys.data import Dataset, load_dataset
 from robustbench_sys.errors import UserError
@@ -18,7 +18,7 @@ from robustbench_sys.eval.plan import check_benchmark, check_preprocessed, plan_
 from robustbench_sys.eval.runner import Runner, run_local
 from robustbench_sys.paths import default_results_dir
 from robustbench_sys.suites import Suite, resolve
-from zoo.resolve import resolve_model
+from robustbench_sys.zoo.resolve import resolve_model
 
 if TYPE_CHECKING:
     import torch

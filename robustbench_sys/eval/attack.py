@@ -32,7 +32,7 @@ import json
 import numpy as np
 import pandas as pd
 
-import noises
+from robustbench_sys import noises
 from robustbench_sys.metrics import adversarial as am
 from robustbench_sys.metrics import paired as metrics
 from robustbench_sys.results.store import ADV_PER_IMAGE_SCHEMA
@@ -73,7 +73,7 @@ class Attack:
     error_fields = {"clean_pred": None, "perturbation": None, "attack_seed": None}
 
     def __init__(self, unit, model, store):
-        from noises.adversarial import NormalizedModel
+        from robustbench_sys.noises.adversarial import NormalizedModel
 
         self.unit, self.store = unit, store
         self.attack = unit.condition.attack
@@ -91,7 +91,7 @@ class Attack:
     def score(self, x, samples):
         import torch
 
-        from noises.adversarial import perturbation_norm
+        from robustbench_sys.noises.adversarial import perturbation_norm
 
         attack, spec = self.attack, self.spec
         y = torch.tensor([s.label for s in samples], dtype=torch.int64)
@@ -117,7 +117,7 @@ def _flag(name: str, raised: bool, detail: str) -> dict:
 
 def summary_fields(store, unit, rows: pd.DataFrame, ref_rows: pd.DataFrame) -> dict:
     """The adversarial columns of a unit's summary row (see module doc)."""
-    from noises.adversarial.base import EPS_ATOL, EPS_RTOL
+    from robustbench_sys.noises.adversarial.base import EPS_ATOL, EPS_RTOL
 
     attack = unit.condition.attack
     spec = store.unit_or_empty(unit.id)

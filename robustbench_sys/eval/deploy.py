@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-import noises
-import zoo
-from noises.stages import pipeline_stages
+from robustbench_sys import noises, zoo
 from robustbench_sys.data import Dataset, load_dataset
 from robustbench_sys.errors import UserError
+from robustbench_sys.noises.stages import pipeline_stages
 from robustbench_sys.pipeline import Pipeline
 
 
@@ -49,7 +48,7 @@ def needs_calibration(deploy_key: str) -> bool:
 def deploy(model, unit, calib: Calibration):
     """Apply the model-side stages of a unit's pipeline in stage-table order (graph change, then
     precision / backend): a ``model`` stage maps the module to a changed module, a ``deploy``
-    stage the module and a :class:`~noises.system.deploy.DeployContext` to a callable model.
+    stage the module and a :class:`~robustbench_sys.noises.system.deploy.DeployContext` to a callable model.
 
     Raises :class:`noises.NotApplicable` when a graph change does not apply to the model."""
     pipe = unit.pipeline
@@ -67,7 +66,7 @@ def deploy(model, unit, calib: Calibration):
 def _context(unit, calib: Calibration, key: str):
     import torch
 
-    from noises.system.deploy import DeployContext
+    from robustbench_sys.noises.system.deploy import DeployContext
 
     ref = Pipeline.from_card(unit.card)
     s = unit.pipeline.input_size

@@ -109,7 +109,7 @@ def _init_lockstep(ds: Images, buf, shape) -> None:
 
     tune_allocator()
     torch.set_num_threads(1)
-    iso: Any = sys.modules.get("noises.system.isolated")   # its module-level worker registry
+    iso: Any = sys.modules.get("robustbench_sys.noises.system.isolated")   # its module-level worker registry
     if iso is not None:
         _W["inherited_isolated"] = iso._WORKERS   # kept referenced, never used or closed here
         iso._WORKERS, iso._WORKERS_LOCK = {}, threading.Lock()

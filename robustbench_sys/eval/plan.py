@@ -14,11 +14,11 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-import zoo
-from noises.stages import pipeline_stages
+from robustbench_sys import zoo
 from robustbench_sys.data import Dataset
 from robustbench_sys.errors import UserError
 from robustbench_sys.eval.attack import unavailable
+from robustbench_sys.noises.stages import pipeline_stages
 from robustbench_sys.pipeline import Pipeline
 from robustbench_sys.suites import Condition
 

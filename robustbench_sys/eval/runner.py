@@ -9,8 +9,7 @@ import os
 import time
 import uuid
 
-import noises
-import zoo
+from robustbench_sys import noises, zoo
 from robustbench_sys.eval.attack import Attack
 from robustbench_sys.eval.deploy import Calibration, deploy
 from robustbench_sys.eval.loop import Classify, preprocess_workers, run_unit

@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from noises.stages import full_key, pipeline_stages
+from robustbench_sys.noises.stages import full_key, pipeline_stages
 from robustbench_sys.results import store
 
 CLEAN = "clean"

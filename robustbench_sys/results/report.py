@@ -9,7 +9,7 @@ from typing import cast
 
 import pandas as pd
 
-from noises.stages import get_stage, short_name
+from robustbench_sys.noises.stages import get_stage, short_name
 from robustbench_sys.metrics import paired as metrics
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from noises.io import atomic_path, atomic_write_bytes, is_temp
+from robustbench_sys.noises.io import atomic_path, atomic_write_bytes, is_temp
 
 PER_IMAGE_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("unit_id", pa.string()), ("model", pa.string()),

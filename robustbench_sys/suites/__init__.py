@@ -8,7 +8,7 @@ or ``decoder = "opencv"``), or a ``[sweep]`` over registered noises (``stage``, 
 and ``[product.resize]`` tables, each with ``pattern`` / ``where`` / ``exclude``), or
 ``include = [other suites]``, or several.
 
-``where`` selects by the noises' registry tags (:attr:`noises.registry.Noise.tags`), e.g.
+``where`` selects by the noises' registry tags (:attr:`robustbench_sys.noises.registry.Noise.tags`), e.g.
 ``where = { benchmark = true }`` (the 15 ImageNet-C corruptions) or
 ``where = { group = ["noise", "blur"] }`` (a list: any of); every key must hold.  An unknown
 key, or a filter that matches nothing, is an error.  Condition names must be unique within a
@@ -21,7 +21,7 @@ Adversarial suites: a ``[[conditions]]`` entry with ``attack = "pgd-linf"`` (a r
 ``adversarial/*`` attack), ``eps`` (a number or a fraction string such as ``"4/255"``), an
 optional ``seed`` (default 0) and ``params`` (the attack's hyper-parameters, e.g.
 ``{ steps = 20, rel_stepsize = 0.075 }``); or a top-level ``attack_grid = "robustart-linf"``
-that expands a named grid of :data:`noises.adversarial.SUITES`.  Other keys of an attack
+that expands a named grid of :data:`robustbench_sys.noises.adversarial.SUITES`.  Other keys of an attack
 entry stay pipeline overrides (an attack under a system noise).  The parameters are checked
 and completed with the attack's defaults when the file is read.
 """
@@ -36,12 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-import noises
-from noises.stages import UnknownStage, get_stage
+from robustbench_sys import noises
 from robustbench_sys.errors import UserError
+from robustbench_sys.noises.stages import UnknownStage, get_stage
 
 if TYPE_CHECKING:  # torch-free at run time: the attack classes load with the adversarial family
-    from noises.adversarial.base import Attack
+    from robustbench_sys.noises.adversarial.base import Attack
 
 BUILTIN_DIR = Path(__file__).resolve().parent
 
@@ -180,7 +180,7 @@ def eps_label(eps: float | None, norm: str) -> str:
 
 
 def _attack_grid(path: Path, grid: str, family: str, suite: str, version: int) -> list[Condition]:
-    from noises.adversarial import attack_grid
+    from robustbench_sys.noises.adversarial import attack_grid
 
     try:
         entries = attack_grid(grid)

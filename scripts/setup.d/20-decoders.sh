@@ -10,10 +10,10 @@ set -euo pipefail
 
 # PyTurboJPEG and av come with the [decoders] extra (pyproject.toml)
 "$VENV/bin/python" - <<'PY'
-import noises
+from robustbench_sys import noises
 for k in ("decoder/turbojpeg-fast", "decoder/ffmpeg"):
     reason = noises.get(k).available()
     if reason:
         raise SystemExit(f"{k}: {reason}")
 PY
-"$VENV/bin/python" -m noises.system.venvs build pillow9 pillow-simd
+"$VENV/bin/python" -m robustbench_sys.noises.system.venvs build pillow9 pillow-simd

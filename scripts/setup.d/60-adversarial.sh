@@ -15,6 +15,6 @@ PY="$VENV/bin/python"
 "$PY" -c "import torchattacks, scipy; assert torchattacks.__version__ == '3.5.1'"
 
 cd "$ROOT"
-"$PY" -m zoo.mnist fetch >&2
+"$PY" -m robustbench_sys.zoo.mnist fetch >&2
 # the MNIST test digits as 28x28 PNGs + labels.csv for `--data mnist-test` (from the npz, no download)
 "$PY" -c "from zoo import mnist; print(mnist.export_test_png())" >&2
