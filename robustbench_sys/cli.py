@@ -10,6 +10,7 @@
     robustbench-sys audit --model M --stack "decoder=opencv,resize=cv2-linear,..." --data DIR [--out DIR]
     robustbench-sys results show [--out DIR] [--by condition|family|matrix|imagenet-s|natural|adversarial|audit]
                                  [--format table|markdown|csv]
+    robustbench-sys results verify [--out DIR] [--repair]
     robustbench-sys data fetch foolbox-demo
     robustbench-sys generate imagenet-s --src DIR --out DIR [--decoders ...] [--resizes ...] [--model CARD]
     robustbench-sys generate imagenet-c --src DIR --out DIR [--corruptions ...] [--severities 1,2,3,4,5] [--lossless]
@@ -91,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("results", help="read the results store")
     rs = r.add_subparsers(dest="results_cmd", required=True)
+    ver = rs.add_parser("verify", help="check a store for duplicate rows, unreadable files, over-counted "
+                                       "summaries and left-over temp files; --repair fixes them")
+    _out_arg(ver)
+    ver.add_argument("--repair", action="store_true",
+                     help="remove duplicate rows and temp files; delete unreadable parts and bad summaries so "
+                          "the next run recomputes them")
     show = rs.add_parser("show")
     _out_arg(show)
     show.add_argument("--by", choices=["condition", "family", "matrix", "imagenet-s", "natural", "adversarial",
@@ -341,6 +348,22 @@ def _cmd_noises(a) -> int:
     return 0
 
 
+def _cmd_verify(a) -> int:
+    """``results verify``: 0 for a sound store (or one fully repaired), 1 when problems remain."""
+    from robustbench_sys.paths import default_results_dir
+    from robustbench_sys.results.store import ResultsStore
+
+    store = ResultsStore(a.out or default_results_dir())
+    if not store.root.is_dir():
+        raise UserError(f"--out {store.root}: no results store there; run 'robustbench-sys eval' first")
+    problems = store.verify(repair=a.repair)
+    for p in problems:
+        print(p)
+    print(f"{store.root}: {len(problems)} problem(s)" + (" repaired" if a.repair and problems else ""),
+          file=sys.stderr)
+    return 0 if not problems or a.repair else 1
+
+
 def _read_store(out):
     """Summaries of the results store at ``out`` (default: the default results dir); its problems are
     printed as warnings on stderr.  A missing store is a :class:`UserError`."""
@@ -357,6 +380,8 @@ def _read_store(out):
 
 
 def _cmd_results(a) -> int:
+    if a.results_cmd == "verify":
+        return _cmd_verify(a)
     df = _read_store(a.out)
     if a.model and not df.empty:
         df = df[df.model.isin(a.model)]

@@ -95,6 +95,10 @@ def load_dataset(spec: str | os.PathLike) -> Dataset:
     if subdirs and all(p.name in wnids for p in subdirs):
         samples = [Sample(f"{d.name}/{f.name}", f, wnids[d.name])
                    for d in subdirs for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_EXTS]
+        outside = [s for s in samples if not _inside(root, s.path)]
+        if outside:
+            raise UserError(f"--data {spec}: {outside[0].file} resolves to {os.path.realpath(outside[0].path)}, "
+                            f"outside the data folder ({len(outside)} such); a symlink must stay inside {root}")
         return Dataset(root.name, root, tuple(samples))
     inner = sorted(p.parent.relative_to(root).as_posix() for p in
                    [*root.glob(f"*/{GENERATED_JSON}"), *root.glob(f"*/*/{GENERATED_JSON}")])
@@ -123,23 +127,76 @@ def _generated(root: Path) -> Dataset:
     return Dataset(f"{src}-{kind}-{variant.replace('/', '-')}", ds.root, ds.samples, preprocessed_size=size)
 
 
+def _inside(root: Path, path: Path) -> bool:
+    """True when ``path`` resolves (``..`` and symlinks followed) to ``root`` or below it."""
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
 def _from_labels_csv(root: Path) -> Dataset:
+    """``labels.csv`` (``file`` + ``class_index`` or ``wnid``), validated: a UTF-8 BOM is accepted;
+    an empty cell, a bad label, a duplicate file, a path outside ``root`` (absolute, ``..`` or a
+    symlink leading out) or listed files that do not exist give a one-line :class:`UserError`
+    naming ``labels.csv:<line>``."""
     path = root / "labels.csv"
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        cols = set(reader.fieldnames or [])
-        if "file" not in cols or not ({"class_index", "wnid"} & cols):
-            raise UserError(f"{path}: needs columns 'file' and 'class_index' (or 'wnid'), has {sorted(cols)}")
-        wnids = wnid_to_index()
-        samples = []
-        for i, row in enumerate(reader, start=2):
-            try:
-                label = int(row["class_index"]) if row.get("class_index") not in (None, "") else wnids[row["wnid"]]
-            except (KeyError, ValueError):
-                raise UserError(f"{path}:{i}: bad label {row.get('class_index') or row.get('wnid')!r}") from None
-            if not 0 <= label < 1000:
-                raise UserError(f"{path}:{i}: class_index {label} outside 0..999")
-            samples.append(Sample(row["file"], root / row["file"], label))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            fields = [c.strip() for c in (reader.fieldnames or [])]
+            reader.fieldnames = fields
+            cols = set(fields)
+            if "file" not in cols or not ({"class_index", "wnid"} & cols):
+                raise UserError(f"{path}: needs columns 'file' and 'class_index' (or 'wnid'), has {sorted(cols)}")
+            wnids = wnid_to_index()
+            samples: list[Sample] = []
+            seen: dict[str, tuple[int, str, int]] = {}
+            missing: list[tuple[int, str]] = []
+            for row in reader:
+                i = reader.line_num
+                if None in row:
+                    raise UserError(f"{path}:{i}: {len(fields) + len(row[None])} cells but the header has "
+                                    f"{len(fields)}; quote file names that contain commas")
+                file = (row["file"] or "").strip()
+                if not file:
+                    raise UserError(f"{path}:{i}: empty 'file' cell; give the image path relative to {root}")
+                cls, wnid = (row.get("class_index") or "").strip(), (row.get("wnid") or "").strip()
+                if not cls and not wnid:
+                    raise UserError(f"{path}:{i}: empty {'class_index' if 'class_index' in cols else 'wnid'} "
+                                    f"cell for {file!r}; every image needs a label")
+                try:
+                    label = int(cls) if cls else wnids[wnid]
+                except (KeyError, ValueError):
+                    raise UserError(f"{path}:{i}: bad label {cls or wnid!r} for {file!r}; class_index must be an "
+                                    "integer 0..999 (or wnid an ImageNet wnid such as n01440764)") from None
+                if not 0 <= label < 1000:
+                    raise UserError(f"{path}:{i}: class_index {label} outside 0..999 for {file!r}")
+                if os.path.isabs(file):
+                    raise UserError(f"{path}:{i}: {file!r} is an absolute path; list images by their path "
+                                    f"relative to the data folder {root}")
+                full = root / file
+                if not _inside(root, full):
+                    raise UserError(f"{path}:{i}: {file!r} resolves to {os.path.realpath(full)}, outside the data "
+                                    f"folder {root} ('..' or a symlink leading out); keep the images inside it")
+                key = os.path.realpath(full)
+                if key in seen:
+                    j, other, olabel = seen[key]
+                    same = "the same file as" if other != file else "a repeat of"
+                    what = (f"labels conflict: {olabel} there, {label} here" if olabel != label
+                            else f"same label {label}")
+                    raise UserError(f"{path}:{i}: {file!r} is {same} line {j} ({other!r}; {what}); list each "
+                                    "image once")
+                seen[key] = (i, file, label)
+                if not os.path.isfile(full):
+                    missing.append((i, file))
+                samples.append(Sample(file, full, label))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e}); save it as UTF-8 CSV") from None
+    except csv.Error as e:
+        raise UserError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+    if missing:
+        i, file = missing[0]
+        raise UserError(f"{path}: {len(missing)} listed file(s) not found under {root}, the first {file!r} "
+                        f"(line {i}); add the images or remove their rows")
     samples.sort(key=lambda s: s.file)
     return Dataset(root.name, root, tuple(samples))
 

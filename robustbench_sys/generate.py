@@ -289,7 +289,10 @@ def _work(task):
                 raise rgb
             img = pipe.to_crop(rgb, pipe.image_rng(data))
             blob = fmt.encode(img)
-            atomic_write_bytes(out / variants[vi].name / out_rel, blob)
+            target = out / variants[vi].name / out_rel
+            if not _inside(out, target):   # checked by generate(); again here against a symlink made since
+                raise OSError(f"output {os.path.realpath(target)} is outside --out {out}; not written")
+            atomic_write_bytes(target, blob)
             results.append((vi, out_rel, hashlib.sha256(blob).hexdigest(), img.shape[1], img.shape[0], ""))
         except Exception as e:
             results.append((vi, out_rel, "", 0, 0, _reason(e)))
@@ -398,6 +401,12 @@ def _check_existing(vdir: Path, kind: str, variant: Variant, fmt: OutputFormat) 
                         "new --out or delete that folder")
 
 
+def _inside(top: Path, path: Path) -> bool:
+    """True when ``path`` resolves (``..`` and symlinks followed) strictly below ``top``."""
+    real, root = os.path.realpath(path), os.path.realpath(top)
+    return real.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def _write_json(path: Path, obj: dict) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
@@ -429,6 +438,16 @@ def generate(dataset: Dataset, variants: list[Variant], out, *, kind: str, fmt: 
         if rel in rels:
             raise UserError(f"--src {dataset.root}: {rels[rel]} and {s.file} would both be written as {rel}")
         rels[rel] = s.file
+    for v in variants:   # every output (its resolved target: '..', absolute paths, symlinks) stays inside --out
+        vdir = out / v.name
+        if not _inside(out, vdir):
+            raise UserError(f"--out {out}: variant {v.name!r} would be written to {os.path.realpath(vdir)}, outside "
+                            "it; use a variant name without '..' and no symlink leading out of --out")
+        for rel, src_file in rels.items():
+            if not _inside(vdir, vdir / rel):
+                raise UserError(f"--src {dataset.root}: image {src_file!r} would be written to "
+                                f"{os.path.realpath(vdir / rel)}, outside --out {out}; list source images by paths "
+                                "inside the data folder (no '..', absolute paths or symlinks leading out)")
     workers = default_workers() if workers is None else max(1, int(workers))
     from robustbench_sys.alloc import tune_allocator
 

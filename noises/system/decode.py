@@ -3,6 +3,22 @@
 Every function has the ``decode`` stage signature ``fn(data: bytes) -> HxWx3 uint8 RGB``.
 Greyscale, CMYK and alpha images are converted to RGB as the decoder's library does.
 
+Bad input is refused per image with an ``OSError`` whose message names the cause (the caller
+adds the file name):
+
+* more pixels than ``ROBUSTBENCH_SYS_MAX_PIXELS`` (default 64M; ``0`` = no cap of ours), read
+  from the image header before any decoding, for every decoder (Pillow's own decompression-bomb
+  limit, ``PIL.Image.MAX_IMAGE_PIXELS``, still applies on top for the Pillow decoders);
+* data Pillow cannot identify (empty file, an HTML page, ...): the cause, not Pillow's
+  ``cannot identify image file <_io.BytesIO ...>``.
+
+16-bit greyscale (Pillow modes ``I;16``/``I;16B``/``I;16L``/``I;16N``, and ``I`` from a PNG) is
+reduced to 8 bits by keeping the high byte (``v >> 8``), which is what Pillow itself does for
+16-bit RGB / RGBA PNGs and what OpenCV's ``IMREAD_COLOR`` does; Pillow's plain ``convert('RGB')``
+would clip every value above 255 to white.  32-bit integer (``I`` other than PNG) and float
+(``F``) images have no defined 8-bit scale and are refused.  Every other mode -- all ordinary
+8-bit JPEG / PNG -- goes through ``convert('RGB')`` exactly as before (bit-identical).
+
 Example::
 
     >>> from robustbench_sys.noises import get
@@ -12,6 +28,8 @@ Example::
 from __future__ import annotations
 
 import io
+import os
+import warnings
 
 import numpy as np
 
@@ -25,16 +43,97 @@ def _pil_versions() -> dict:
     return {"Pillow": PIL.__version__, "libjpeg-turbo": features.version("libjpeg_turbo")}
 
 
+MAX_PIXELS_ENV = "ROBUSTBENCH_SYS_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 64_000_000
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def max_pixels() -> int:
+    """The pixel cap (``ROBUSTBENCH_SYS_MAX_PIXELS``, default 64M); 0 = none."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise ValueError(f"{MAX_PIXELS_ENV}={raw!r}: not an integer (pixels; 0 = no cap)") from None
+    return max(0, value)
+
+
+def _check_pixels(w: int, h: int) -> None:
+    cap = max_pixels()
+    if cap and w * h > cap:
+        raise OSError(f"image is {w}x{h} = {w * h:,} pixels, above the cap of {cap:,} "
+                      f"(set {MAX_PIXELS_ENV} to raise it)")
+
+
+def _unidentified(data: bytes) -> OSError:
+    if not data:
+        return OSError("not an image: empty file (0 bytes)")
+    head = data[:64].lstrip()
+    kind = " (an HTML/XML page?)" if head[:1] == b"<" else ""
+    return OSError(f"not an image format Pillow can read{kind}: {len(data):,} bytes starting {data[:16]!r}")
+
+
+def _pil_open(data: bytes):
+    """``Image.open`` on ``data`` (header only) with the pixel cap checked; clear errors."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():   # the cap below is ours; Pillow's bomb warning is noise here
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        raise OSError(f"refused by Pillow's decompression-bomb limit ({e})") from None
+    except Image.UnidentifiedImageError:
+        raise _unidentified(data) from None
+    try:
+        _check_pixels(*im.size)
+    except BaseException:
+        im.close()
+        raise
+    return im
+
+
+def _header_pixel_check(data: bytes) -> None:
+    """The pixel cap for non-Pillow decoders: size from the header where Pillow can read one."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                size = im.size
+    except Image.DecompressionBombError as e:
+        raise OSError(f"refused by Pillow's decompression-bomb limit ({e})") from None
+    except Exception:   # not identifiable by Pillow: the decoder reports it
+        return
+    _check_pixels(*size)
+
+
+def _to_rgb(im) -> np.ndarray:
+    """Pillow image (loaded) -> HxWx3 uint8: 16-bit greyscale by its high byte, the rest by
+    ``convert('RGB')`` (see the module doc)."""
+    if im.mode in _SIXTEEN_BIT or (im.mode == "I" and im.format == "PNG"):
+        a = np.asarray(im)
+        if a.dtype.kind not in "ui":   # pragma: no cover - defensive
+            raise OSError(f"16-bit image (mode {im.mode}) came out as {a.dtype}")
+        grey = (a.astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    if im.mode in ("I", "F"):
+        raise OSError(f"{'32-bit integer' if im.mode == 'I' else '32-bit float'} image (mode {im.mode}): no "
+                      "defined 8-bit scale; save it as an 8-bit (or 16-bit PNG) image")
+    return np.asarray(im.convert("RGB"))
+
+
 @register("decoder", "pil",
           params={"library": "Pillow", "idct": "libjpeg-turbo default (islow)", "exif_orientation": False},
           versions=_pil_versions)
 def decode_pil(data: bytes) -> np.ndarray:
     """Pillow ``Image.open(...).convert('RGB')``: torchvision's and timm's default loader."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
+    with _pil_open(data) as im:
         im.load()  # raises OSError on truncated data instead of returning a grey tail
-        return np.asarray(im.convert("RGB"))
+        return _to_rgb(im)
 
 
 # =========================================================================== other decoders
@@ -77,6 +176,7 @@ def decode_opencv(data: bytes) -> np.ndarray:
     ``IMREAD_COLOR``), so photos with an orientation tag come out rotated; greyscale is
     replicated to three channels and alpha is dropped, as OpenCV does.
     """
+    _header_pixel_check(data)
     import cv2
 
     buf = np.frombuffer(data, np.uint8)
@@ -129,6 +229,7 @@ def decode_turbojpeg_fast(data: bytes) -> np.ndarray:
     """libjpeg-turbo's TurboJPEG API with the speed flags ``TJFLAG_FASTDCT | TJFLAG_FASTUPSAMPLE``:
     the fast integer IDCT and plain replication of subsampled chroma (what speed-tuned
     loaders such as FFCV/DALI CPU fallbacks pick).  JPEG only; greyscale comes out as RGB."""
+    _header_pixel_check(data)
     import turbojpeg as tj
 
     try:
@@ -145,14 +246,12 @@ DRAFT_SHORT_SIDE = 256
 
 def _make_pil_draft(short_side: int):
     def decode(data: bytes) -> np.ndarray:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data)) as im:
+        with _pil_open(data) as im:
             if im.format == "JPEG":
                 # JPEG draft: largest DCT scale 1/1, 1/2, 1/4 or 1/8 keeping both sides >= short_side
                 im.draft("RGB", (short_side, short_side))
             im.load()
-            return np.asarray(im.convert("RGB"))
+            return _to_rgb(im)
 
     decode.__doc__ = (f"Pillow with ``Image.draft('RGB', ({short_side}, {short_side}))`` before loading: libjpeg "
                       f"scales in the DCT domain by the largest of 1/2, 1/4, 1/8 that keeps both sides >= "
@@ -198,6 +297,7 @@ def decode_ffmpeg(data: bytes) -> np.ndarray:
     layout (e.g. ``yuvj420p``) and converted to ``rgb24`` by swscale with PyAV's default
     flags (SWS_BILINEAR chroma upsampling, no ACCURATE_RND): this is how video-style
     pipelines (PyAV, decord, torchvision.io video) turn JPEG frames into RGB."""
+    _header_pixel_check(data)
     import av
 
     fmt = "jpeg_pipe" if data[:2] == b"\xff\xd8" else None
@@ -234,6 +334,7 @@ def _nvjpeg_versions() -> dict:
 def decode_nvjpeg(data: bytes) -> np.ndarray:
     """NVIDIA nvJPEG on the GPU via ``torchvision.io.decode_jpeg(..., device='cuda')``
     (DALI's decoder backend), result copied back to host memory.  JPEG only."""
+    _header_pixel_check(data)
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 

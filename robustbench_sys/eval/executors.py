@@ -63,6 +63,8 @@ def _worker_unit(out: str, unit, batch_size: int, calibration, torch_threads: in
     try:
         runner = Runner(out, batch_size=batch_size, workers=0, progress=False)
         calib = Calibration(calibration, unit.dataset, batch_size)
+        # run_pending holds the unit's store lock: a unit that another client's worker is running
+        # waits for it, then finds the images stored and runs nothing (ResultsStore.unit_lock)
         reason = runner.run_pending(unit, calib, _WORKER_MODELS)
     finally:
         logger.removeHandler(collect)

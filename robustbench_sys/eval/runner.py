@@ -45,7 +45,16 @@ class Runner:
     def run_pending(self, unit: Unit, calib: Calibration, models: dict) -> str | None:
         """Deploy the model-side stages of one pending unit and run its loop.  ``models`` caches the
         loaded model (one at a time, by card name and weights sha256).  Returns a skip reason (a graph
-        change that does not apply to this model) or None."""
+        change that does not apply to this model) or None.
+
+        Holds the unit's store lock (:meth:`ResultsStore.unit_lock`) throughout: a second process
+        on the same unit waits, then finds the images already stored and runs nothing."""
+        with self.store.unit_lock(unit.id):
+            if not self.pending(unit):     # another process finished it while this one waited
+                return None
+            return self._run_pending(unit, calib, models)
+
+    def _run_pending(self, unit: Unit, calib: Calibration, models: dict) -> str | None:
         key = (unit.card.name, unit.weights_sha256)   # two modules may share a (class) name
         model = models.get(key)
         if model is None:
@@ -63,10 +72,12 @@ class Runner:
 
     def summarise(self, unit: Unit, ref: Unit) -> None:
         """Write the unit's summary row (paired with the model's reference unit)."""
-        info = self.deploy_info.get(unit.id)
-        if info is None:   # deployed by an earlier, interrupted run: its unit spec kept the info
-            info = self.store.unit_or_empty(unit.id).get("deploy_info", {})
-        self.store.write_summary(unit.id, summarise(self.store, unit, ref, run_id=self.run_id, deploy_info=info))
+        with self.store.unit_lock(unit.id):   # no other writer adds rows while they are summarised
+            info = self.deploy_info.get(unit.id)
+            if info is None:   # deployed by another or an earlier, interrupted run: its unit spec kept the info
+                info = self.store.unit_or_empty(unit.id).get("deploy_info", {})
+            self.store.write_summary(unit.id, summarise(self.store, unit, ref, run_id=self.run_id,
+                                                        deploy_info=info))
 
 
 def run_local(runner: Runner, units: list[Unit], calib: Calibration) -> list[Unit]:

@@ -14,14 +14,27 @@ of exactly those, so re-running the same command finds the same units: finished 
 skipped, and an interrupted unit resumes with the images that no part file holds yet.
 Each part is written to a temporary name and renamed, so a killed run loses at most its
 in-flight batch and never leaves a half-written part or duplicate rows.
+
+Several processes may write one store at once (two ``eval`` commands, two Dask clients): a
+per-unit lock (``locks/<unit_id>.lock``, :meth:`ResultsStore.unit_lock`, an exclusive
+``flock``) is held while a process runs a unit's pending images and while it writes that
+unit's summary, so a second writer on the same unit waits and then finds the batches already
+done; different units run in parallel.  The reader keeps one row per (unit, image) in any case
+(:meth:`ResultsStore.read_unit_rows`), and :meth:`ResultsStore.verify` reports (and repairs)
+duplicate rows, unreadable parts and left-over temporary files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextlib import nullcontext as _nullcontext
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +42,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from robustbench_sys.noises.io import atomic_path, atomic_write_bytes, is_temp
+
+try:
+    import fcntl
+except ImportError:   # not POSIX: no inter-process locking (one writer per store)
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger("robustbench_sys.results")
+
+#: per process: lock file path -> [thread lock, open descriptor, depth] (see ResultsStore.unit_lock)
+_HELD: dict[str, list] = {}
+_HELD_GUARD = threading.Lock()
 
 PER_IMAGE_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("unit_id", pa.string()), ("model", pa.string()),
@@ -63,6 +87,44 @@ class ResultsStore:
     def unit_dir(self, unit_id: str) -> Path:
         return self._dir("per_image") / unit_id
 
+    # ------------------------------------------------------------------ locks
+    def lock_path(self, unit_id: str) -> Path:
+        return self._dir("locks") / f"{unit_id}.lock"
+
+    @contextmanager
+    def unit_lock(self, unit_id: str) -> Iterator[None]:
+        """Hold the unit's exclusive lock (``flock`` on ``locks/<unit_id>.lock``): another process
+        (or thread) asking for the same unit waits until it is released.  Re-entrant within one
+        thread.  Lock files are never deleted (deleting one would let two holders lock two
+        different files)."""
+        path = self.lock_path(unit_id)
+        with _HELD_GUARD:
+            entry = _HELD.setdefault(str(path), [threading.RLock(), None, 0])
+        with entry[0]:
+            if entry[2] == 0 and fcntl is not None:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+                try:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        log.info("unit %s: another process is writing it; waiting for its lock", unit_id)
+                        fcntl.flock(fd, fcntl.LOCK_EX)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                entry[1] = fd
+            entry[2] += 1
+            try:
+                yield
+            finally:
+                entry[2] -= 1
+                if entry[2] == 0 and entry[1] is not None:
+                    fd, entry[1] = entry[1], None
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                    finally:
+                        os.close(fd)
+
     # ------------------------------------------------------------------ units
     def write_unit(self, unit_id: str, spec: dict) -> None:
         atomic_write_bytes(self._dir("units") / f"{unit_id}.json",
@@ -92,11 +154,17 @@ class ResultsStore:
             pq.write_table(table, tmp)
         return target
 
-    def read_unit_rows(self, unit_id: str) -> pd.DataFrame:
+    def _parts(self, unit_id: str) -> list[Path]:
+        """The unit's finished part files, in the stable order readers use (by name)."""
         d = self.root / "per_image" / unit_id
-        parts = sorted(d.glob("part-*.parquet")) if d.is_dir() else []
+        return sorted(p for p in d.glob("part-*.parquet") if not is_temp(p)) if d.is_dir() else []
+
+    def read_unit_rows(self, unit_id: str) -> pd.DataFrame:
+        """The unit's per-image rows, one per (unit_id, file): where two part files hold the same
+        image (two writers on one unit without the lock, an older store) the first part in name
+        order wins, and a warning names how many rows were dropped."""
         frames = []
-        for p in parts:
+        for p in self._parts(unit_id):
             try:
                 frames.append(pq.read_table(p).to_pandas())
             except Exception as e:
@@ -104,7 +172,14 @@ class ResultsStore:
                                  "recompute that batch") from None
         if not frames:
             return PER_IMAGE_SCHEMA.empty_table().to_pandas()
-        return pd.concat(frames, ignore_index=True)
+        rows = pd.concat(frames, ignore_index=True)
+        dup = rows.duplicated(["unit_id", "file"], keep="first")
+        if dup.any():
+            log.warning("unit %s: %d duplicate per-image row(s) ignored (the first part file holding an "
+                        "image wins); `robustbench-sys results verify --repair` removes them",
+                        unit_id, int(dup.sum()))
+            rows = rows[~dup].reset_index(drop=True)
+        return rows
 
     def done_files(self, unit_id: str) -> set[str]:
         return set(self.read_unit_rows(unit_id)["file"])
@@ -121,6 +196,93 @@ class ResultsStore:
         frames = [f for f in frames if len(f)]
         return pd.concat(frames, ignore_index=True) if frames else PER_IMAGE_SCHEMA.empty_table().to_pandas()
 
+    # ------------------------------------------------------------------ verify / repair
+    def verify(self, repair: bool = False) -> list[str]:
+        """Check the store; returns one line per problem found (empty: the store is sound).
+
+        Finds duplicate per-image rows (one image in two part files of a unit), unreadable part
+        files, unreadable summary files, summaries that counted duplicate rows (``n_images +
+        n_errors`` above the unit's distinct images) and temporary files that a killed write left
+        behind.  With ``repair`` each is fixed under the unit's lock, so it is safe while other
+        processes write the store: duplicate rows are removed from the later part files (the rows
+        readers use are kept), unreadable parts and summaries and over-counting summaries are
+        deleted (the next run of the same command recomputes that batch / summary), temporary
+        files are deleted.  Each line says what was done when ``repair``."""
+        problems: list[str] = []
+        fixed = " (repaired)" if repair else ""
+        base = self.root / "per_image"
+        units = sorted(d.name for d in base.iterdir() if d.is_dir()) if base.is_dir() else []
+        distinct: dict[str, int] = {}
+        for unit_id in units:
+            with self.unit_lock(unit_id) if repair else _nullcontext():
+                seen: set[tuple] = set()
+                for p in self._parts(unit_id):
+                    try:
+                        df = pq.read_table(p).to_pandas()
+                    except Exception as e:
+                        problems.append(f"{p}: unreadable part file ({type(e).__name__}: {e})"
+                                        + (" (deleted; the next run recomputes its batch)" if repair else ""))
+                        if repair:
+                            p.unlink(missing_ok=True)
+                        continue
+                    keys = list(zip(df["unit_id"], df["file"]))
+                    dup = [k in seen for k in keys]
+                    seen.update(keys)
+                    n = sum(dup)
+                    if not n:
+                        continue
+                    problems.append(f"{p}: {n} duplicate per-image row(s) of unit {unit_id} (already in an "
+                                    "earlier part file)" + fixed)
+                    if repair:
+                        keep = df[[not d for d in dup]]
+                        if keep.empty:
+                            p.unlink()
+                        else:
+                            table = pq.read_table(p)
+                            with atomic_path(p) as tmp:
+                                pq.write_table(table.take(pa.array(keep.index.to_numpy())), tmp)
+                distinct[unit_id] = len(seen)
+        # summaries: unreadable, or counted more rows than the unit has distinct images
+        sdir = self.root / "summaries"
+        for p in sorted(sdir.glob("*.parquet")) if sdir.is_dir() else []:
+            if is_temp(p):
+                continue
+            unit_id = p.name.split(".")[0]
+            try:
+                row = pq.read_table(p).to_pylist()
+            except Exception as e:
+                problems.append(f"{p}: unreadable summary file ({type(e).__name__}: {e})"
+                                + (" (deleted; the next run rebuilds it)" if repair else ""))
+                if repair:
+                    with self.unit_lock(unit_id):
+                        p.unlink(missing_ok=True)
+                continue
+            if len(row) != 1 or unit_id not in distinct or row[0].get("wc_group") is not None:
+                continue
+            counted = (row[0].get("n_images") or 0) + (row[0].get("n_errors") or 0)
+            if counted > distinct[unit_id]:
+                problems.append(f"{p}: summary counts {counted} images but unit {unit_id} holds "
+                                f"{distinct[unit_id]} distinct ones (duplicate rows were counted)"
+                                + (" (deleted; the next run rebuilds it)" if repair else ""))
+                if repair:
+                    with self.unit_lock(unit_id):
+                        p.unlink(missing_ok=True)
+        # temporary files (a killed write); a live writer holds the unit's lock, so under the lock
+        # none of that unit's temporary files is in flight
+        for sub in ("units", "per_image", "summaries"):
+            d = self.root / sub
+            for p in sorted(d.rglob(".*")) if d.is_dir() else []:
+                if not p.is_file() or ".tmp-" not in p.name:
+                    continue
+                unit_id = p.parent.name if sub == "per_image" else p.name[1:].split(".")[0]
+                if repair:
+                    with self.unit_lock(unit_id):
+                        if not p.exists():      # its writer finished (renamed it) meanwhile
+                            continue
+                        p.unlink()
+                problems.append(f"{p}: temporary file of an interrupted write" + (" (deleted)" if repair else ""))
+        return problems
+
     # ------------------------------------------------------------------ summaries
     def summary_path(self, unit_id: str, condition: str) -> Path:
         tag = hashlib.sha1(condition.encode()).hexdigest()[:8]
@@ -130,7 +292,7 @@ class ResultsStore:
         return self.summary_path(unit_id, condition).is_file()
 
     def write_summary(self, unit_id: str, row: dict) -> None:
-        with atomic_path(self.summary_path(unit_id, row["condition"])) as tmp:
+        with self.unit_lock(unit_id), atomic_path(self.summary_path(unit_id, row["condition"])) as tmp:
             pq.write_table(pa.Table.from_pylist([row]), tmp)
 
     def summaries(self) -> pd.DataFrame:
