@@ -218,13 +218,11 @@ class ResultsStore:
                 seen: set[tuple] = set()
                 for p in self._parts(unit_id):
                     try:
-                        df = pq.read_table(p).to_pandas()
+                        table = pq.read_table(p)
                     except Exception as e:
-                        problems.append(f"{p}: unreadable part file ({type(e).__name__}: {e})"
-                                        + (" (deleted; the next run recomputes its batch)" if repair else ""))
-                        if repair:
-                            p.unlink(missing_ok=True)
+                        problems.append(_drop_unreadable(p, "part", "the next run recomputes its batch", e, repair))
                         continue
+                    df = table.to_pandas()
                     keys = list(zip(df["unit_id"], df["file"]))
                     dup = [k in seen for k in keys]
                     seen.update(keys)
@@ -238,7 +236,6 @@ class ResultsStore:
                         if keep.empty:
                             p.unlink()
                         else:
-                            table = pq.read_table(p)
                             with atomic_path(p) as tmp:
                                 pq.write_table(table.take(pa.array(keep.index.to_numpy())), tmp)
                 distinct[unit_id] = len(seen)
@@ -251,11 +248,8 @@ class ResultsStore:
             try:
                 row = pq.read_table(p).to_pylist()
             except Exception as e:
-                problems.append(f"{p}: unreadable summary file ({type(e).__name__}: {e})"
-                                + (" (deleted; the next run rebuilds it)" if repair else ""))
-                if repair:
-                    with self.unit_lock(unit_id):
-                        p.unlink(missing_ok=True)
+                with self.unit_lock(unit_id) if repair else _nullcontext():
+                    problems.append(_drop_unreadable(p, "summary", "the next run rebuilds it", e, repair))
                 continue
             if len(row) != 1 or unit_id not in distinct or row[0].get("wc_group") is not None:
                 continue
@@ -377,3 +371,11 @@ def read_summaries(root: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
         return pa.concat_tables(tables, promote_options="permissive").to_pandas(), problems
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):  # an extra column of two types
         return pd.concat([t.to_pandas() for t in tables], ignore_index=True), problems
+
+
+def _drop_unreadable(path: Path, kind: str, consequence: str, error: Exception, repair: bool) -> str:
+    """The problem line of an unreadable store file; with ``repair`` the file is deleted."""
+    if repair:
+        path.unlink(missing_ok=True)
+    return (f"{path}: unreadable {kind} file ({type(error).__name__}: {error})"
+            + (f" (deleted; {consequence})" if repair else ""))
