@@ -191,7 +191,10 @@ def _cmd_generate(a) -> int:
 
     if a.limit is not None and a.limit < 1:
         raise UserError(f"--limit {a.limit}: must be at least 1")
-    src = load_dataset(a.src).limit(a.limit)
+    src = load_dataset(a.src, exclude=a.out).limit(a.limit)
+    if os.path.realpath(a.out) == os.path.realpath(src.root):
+        raise UserError(f"--out {a.out}: the same folder as --src; give an output folder of its own "
+                        "(inside --src is fine)")
     base = gen.base_pipeline(a.size, a.crop_pct, a.model)
     if a.generate_cmd == "imagenet-s":
         variants, fmt = gen.imagenet_s_variants(base, a.decoders, a.resizes), gen.PNG
@@ -212,11 +215,23 @@ def _cmd_generate(a) -> int:
     return 0
 
 
+def _has_family(df, by: str) -> bool:
+    fam = df.family.astype(str)
+    if by == "adversarial":
+        return bool(df.attack.notna().any()) if "attack" in df else False
+    return bool((fam == by).any()) if by == "imagenet-s" else bool(fam.str.startswith(by).any())
+
+
 def _print_results(df, fmt: str, by: str = "condition") -> None:
     from robustbench_sys.results import report
 
     if by == "audit":
         print(report.audit_report(df, fmt))
+        return
+    hint = {"imagenet-s": "--suite imagenet-s", "natural": "--suite imagenet-c",
+            "adversarial": "--suite adv-pgd-linf-4 (or another attack suite)"}
+    if by in hint and (df.empty or not _has_family(df, by)):
+        print(f"(no {by} results in this store: run 'robustbench-sys eval ... {hint[by]}')")
         return
     if by == "imagenet-s":
         print(report.render(report.imagenet_s_table(df), fmt))

@@ -75,8 +75,11 @@ def class_name(index: int) -> str:
     return class_index()[index][1].split(",")[0]
 
 
-def load_dataset(spec: str | os.PathLike) -> Dataset:
-    """A data set from a path or a demo-set name; one-line :class:`UserError` when unusable."""
+def load_dataset(spec: str | os.PathLike, *, exclude: str | os.PathLike | None = None) -> Dataset:
+    """A data set from a path or a demo-set name; one-line :class:`UserError` when unusable.
+
+    ``exclude``: a folder inside the data folder that is not part of it (``generate`` passes its
+    ``--out`` when that lies inside ``--src``, so a resumed run does not see its own outputs)."""
     if str(spec) in DEMO_SETS:
         return _mnist_test() if str(spec) == "mnist-test" else _foolbox_demo()
     root = Path(spec).expanduser()
@@ -91,7 +94,8 @@ def load_dataset(spec: str | os.PathLike) -> Dataset:
     if (root / "labels.csv").is_file():
         return _from_labels_csv(root)
     wnids = wnid_to_index()
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir())
+    skip = os.path.realpath(exclude) if exclude is not None else None
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and os.path.realpath(p) != skip)
     if subdirs and all(p.name in wnids for p in subdirs):
         samples = [Sample(f"{d.name}/{f.name}", f, wnids[d.name])
                    for d in subdirs for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_EXTS]
@@ -101,7 +105,8 @@ def load_dataset(spec: str | os.PathLike) -> Dataset:
                             f"outside the data folder ({len(outside)} such); a symlink must stay inside {root}")
         return Dataset(root.name, root, tuple(samples))
     inner = sorted(p.parent.relative_to(root).as_posix() for p in
-                   [*root.glob(f"*/{GENERATED_JSON}"), *root.glob(f"*/*/{GENERATED_JSON}")])
+                   [*root.glob(f"*/{GENERATED_JSON}"), *root.glob(f"*/*/{GENERATED_JSON}")]
+                   if skip is None or not _inside(Path(skip), p))
     if inner:
         raise UserError(f"--data {spec}: an output root of 'robustbench-sys generate'; give one variant "
                         f"folder, e.g. {root / inner[0]} ({len(inner)} there)")

@@ -224,7 +224,9 @@ def _init_worker(variants, fmt, out, set_cv2_threads: bool = True) -> None:
     import torch
 
     from robustbench_sys.alloc import tune_allocator
+    from robustbench_sys.procs import die_with_parent
 
+    die_with_parent()   # a killed generate leaves no worker writing into --out
     tune_allocator()
     _STATE.update(variants=variants, fmt=fmt, out=Path(out))
     torch.set_num_threads(1)

@@ -304,3 +304,180 @@ def test_eval_reports_and_skips_bad_images(world, capsys):
     assert per.loc["g16.png", "status"] == "ok"
     assert all(per.loc[f, "status"].startswith("error: ") for f in ("empty.JPEG", "page.JPEG", "huge.png"))
     assert _snapshot(world, out) == before
+
+
+# ---------------------------------------------------------------------- a damaged store: quarantined, recomputed
+EVAL4 = ["eval", "--model", "mobilenet_v2", "--suite", "clean,resize", "--limit", "4", "--batch-size", "2",
+         "--no-progress", "--workers", "0"]
+STATS = ("n_images", "n_errors", "n_paired", "top1", "top1_ci_low", "top1_ci_high", "delta_acc", "delta_ci_low",
+         "delta_ci_high", "n_lost", "n_gained", "flip_rate")
+
+
+@pytest.fixture(scope="module")
+def clean_store(tmp_path_factory, imagenet_sample):
+    """One undamaged eval (mobilenet_v2, clean + the resize family, 4 real images) to compare with."""
+    out = tmp_path_factory.mktemp("clean-store") / "out"
+    assert main(EVAL4 + ["--data", str(imagenet_sample), "--out", str(out)]) == 0
+    return out
+
+
+def _stats(out: Path):
+    from robustbench_sys.results.store import ResultsStore
+
+    df = ResultsStore(out).summaries().set_index("condition").sort_index()
+    return df[list(STATS)].astype(float).round(12).to_dict("index")
+
+
+def _truncate(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _damage(out: Path, how: str) -> str:
+    """Damage the store the way a kill / full disk / bad copy does; returns what the warning names."""
+    summaries = sorted((out / "summaries").glob("*.parquet"))
+    parts = sorted((out / "per_image").glob("*/part-*.parquet"))
+    if how == "truncated-summary":
+        _truncate(summaries[1])
+        return summaries[1].name
+    if how == "truncated-part":
+        _truncate(parts[0])
+        return parts[0].name
+    if how == "garbage-part":
+        parts[-1].write_bytes(b"PAR1 this is not parquet PAR1")
+        return parts[-1].name
+    if how == "empty-summary":
+        summaries[0].write_bytes(b"")
+        return summaries[0].name
+    if how == "leftover-temp-summary":   # a kill between write and rename leaves a complete temporary copy
+        shutil.copy(summaries[0], out / "summaries" / f".{summaries[0].stem}.tmp-123-abcdef.parquet")
+        return ""
+    if how == "leftover-temp-part":
+        shutil.copy(parts[0], parts[0].parent / f".{parts[0].stem}.tmp-123-abcdef.parquet")
+        return ""
+    raise AssertionError(how)
+
+
+DAMAGE = ["truncated-summary", "truncated-part", "garbage-part", "empty-summary", "leftover-temp-summary",
+          "leftover-temp-part"]
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_damaged_store_is_quarantined_and_recomputed(clean_store, imagenet_sample, tmp_path, capsys, how):
+    """The rerun of the same command exits 0, names the damaged file, moves it to quarantine/ and
+    recomputes its work: every summary statistic equals the undamaged run's; a temporary file is
+    never read (no row counted twice)."""
+    out = tmp_path / "out"
+    shutil.copytree(clean_store, out)
+    named = _damage(out, how)
+    capsys.readouterr()
+    # readers before the rerun: no traceback, the damage named, nothing counted twice
+    assert main(["results", "show", "--out", str(out)]) == 0
+    cap = capsys.readouterr()
+    assert "Traceback" not in cap.err + cap.out
+    if named and "summary" in how:
+        assert named in cap.err
+    assert main(EVAL4 + ["--data", str(imagenet_sample), "--out", str(out)]) == 0
+    cap = capsys.readouterr()
+    assert "Traceback" not in cap.err + cap.out
+    if named:
+        assert any(named in ln and "quarantine" in ln for ln in cap.err.splitlines()), cap.err
+        assert [p.name.startswith(named) for p in (out / "quarantine").rglob("*") if p.is_file()] == [True]
+    assert _stats(out) == _stats(clean_store)
+    from robustbench_sys.results.store import ResultsStore
+
+    assert not ResultsStore(out).per_image().duplicated(["unit_id", "file"]).any()
+    assert [p for p in ResultsStore(out).verify() if "temporary file" not in p] == []
+
+
+# ---------------------------------------------------------------------- results show on stores without the rows
+@pytest.mark.parametrize("by", ["condition", "family", "matrix", "imagenet-s", "natural", "adversarial", "audit"])
+@pytest.mark.parametrize("store", ["empty-folder", "clean-only"])
+def test_results_show_without_those_rows(clean_store, tmp_path, capsys, by, store):
+    out = clean_store if store == "clean-only" else tmp_path / "empty"
+    out.mkdir(exist_ok=True)
+    capsys.readouterr()
+    assert main(["results", "show", "--out", str(out), "--by", by]) == 0
+    cap = capsys.readouterr()
+    assert "Traceback" not in cap.err + cap.out and cap.err == ""
+    if by in ("imagenet-s", "natural", "adversarial"):
+        assert f"(no {by} results in this store: run 'robustbench-sys eval" in cap.out
+
+
+# ---------------------------------------------------------------------- generate: --out inside --src, killed parent
+def _wnid_src(world) -> Path:
+    src = world / "wnid-src"
+    for wnid, name in (("n01440764", "a.JPEG"), ("n01443537", "b.JPEG")):
+        (src / wnid).mkdir(parents=True)
+        shutil.copy(world / "data" / name, src / wnid / name)
+    return src
+
+
+def test_generate_out_inside_wnid_src_resumes(world, capsys):
+    src = _wnid_src(world)
+    argv = GEN + ["--src", str(src), "--out", str(src / "generated")]
+    assert main(argv) == 0
+    assert main(argv) == 0      # the resume does not take its own outputs for source data
+    cap = capsys.readouterr()
+    assert "Traceback" not in cap.err and "2 output(s) verified by sha256 and kept; 0 to write" in cap.err
+    assert sorted(s.file for s in load_dataset(src / "generated" / "pil__pil-bilinear").samples) == \
+        ["n01440764/a.png", "n01443537/b.png"]
+    assert len(load_dataset(src, exclude=src / "generated")) == 2
+
+
+def test_generate_out_equal_to_src_is_refused(world, capsys):
+    src = _wnid_src(world)
+    _run_refused(GEN + ["--src", str(src), "--out", str(src)], world, capsys, "--out", "the same folder as --src")
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the pool workers")
+def test_generate_workers_die_with_a_killed_parent(world, imagenet_sample):
+    """SIGKILL the generate command while its 2 pool workers corrupt images: both workers end
+    within seconds (nothing keeps writing into --out)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "robustbench_sys.cli", "generate", "imagenet-c", "--src", str(imagenet_sample),
+           "--out", str(world / "out"), "--corruptions", "glass_blur", "--severities", "5", "--workers", "2",
+           "--limit", "200", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        deadline, kids = time.time() + 120, []
+        while time.time() < deadline and len(kids) < 2:
+            time.sleep(0.5)
+            kids = [k for k in _children(proc.pid) if _alive(k)]
+        assert len(kids) >= 2, "the pool workers did not start"
+        while not list((world / "out").rglob("*.jpg")) and time.time() < deadline:
+            time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        gone = time.time() + 20
+        while any(_alive(k) for k in kids) and time.time() < gone:
+            time.sleep(0.2)
+        assert not any(_alive(k) for k in kids), [k for k in kids if _alive(k)]
+    finally:
+        for k in _children(proc.pid):
+            os.kill(k, signal.SIGKILL)

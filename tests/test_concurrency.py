@@ -138,3 +138,31 @@ def test_results_verify_cli_reports_then_repairs(stores, tmp_path, capsys):
     assert "duplicate" in capsys.readouterr().out
     assert main(["results", "verify", "--out", str(out), "--repair"]) == 0
     assert main(["results", "verify", "--out", str(out)]) == 0
+
+
+def test_two_dask_clients_on_one_store_equal_one_run(stores, tmp_path):
+    """Two ``eval --scheduler tcp://...`` clients of one Dask cluster (2 worker processes, on
+    127.0.0.1) write one store at once: the rows and summaries equal a single run's."""
+    distributed = pytest.importorskip("distributed")
+    shared, fresh = stores
+    suite = shared.parent / "two-resizes.toml"
+    out = tmp_path / "two-clients"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        argv = CLI + _args(suite, out) + ["--scheduler", cluster.scheduler_address]
+        procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env())
+                 for _ in range(2)]
+        outs = [p.communicate(timeout=900)[0].decode(errors="replace") for p in procs]
+    for p, text in zip(procs, outs):
+        assert p.returncode == 0, text[-3000:]
+        assert "Traceback" not in text
+    parts = sorted(out.glob("per_image/*/part-*.parquet"))
+    raw = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    assert not raw.duplicated(["unit_id", "file"]).any()
+    assert (raw.groupby("unit_id").size() == N).all() and raw.unit_id.nunique() == 3
+    a = ResultsStore(out).summaries().set_index("condition").sort_index()
+    b = ResultsStore(fresh).summaries().set_index("condition").sort_index()
+    assert list(a.unit_id) == list(b.unit_id) and set(a.n_images + a.n_errors) == {N}
+    for col in COLS:
+        np.testing.assert_allclose(a[col].to_numpy(dtype=float), b[col].to_numpy(dtype=float), err_msg=col)
+    assert ResultsStore(out).verify() == []

@@ -127,7 +127,7 @@ def run_dask(runner, plans: list[list], scheduler, *, calibration, batch_size: i
 
     store = runner.store
     out = str(store.root)
-    todo = {u.id: u for units in plans for u in units if not store.has_summary(u.id, u.condition.name)}
+    todo = {u.id: u for units in plans for u in units if not runner.complete(u)}
     skipped: set[str] = set()
     refs = {units[0].card.name: units[0] for units in plans}
 

@@ -107,6 +107,9 @@ def _init_lockstep(ds: Images, buf, shape) -> None:
     and its own isolated-venv clients (the parent's pipes are not shared with siblings)."""
     import torch
 
+    from robustbench_sys.procs import die_with_parent
+
+    die_with_parent()
     tune_allocator()
     torch.set_num_threads(1)
     iso: Any = sys.modules.get("robustbench_sys.noises.system.isolated")   # its module-level worker registry

@@ -42,6 +42,12 @@ class Runner:
         done = self.store.done_files(unit.id)
         return any(s.file not in done for s in unit.dataset.samples)
 
+    def complete(self, unit: Unit) -> bool:
+        """True when the unit has a readable summary and a readable row for every image.  A damaged
+        summary or part file is quarantined on the way (:meth:`ResultsStore.quarantine`), so the
+        run that asks recomputes that work."""
+        return self.store.has_summary(unit.id, unit.condition.name) and not self.pending(unit)
+
     def run_pending(self, unit: Unit, calib: Calibration, models: dict) -> str | None:
         """Deploy the model-side stages of one pending unit and run its loop.  ``models`` caches the
         loaded model (one at a time, by card name and weights sha256).  Returns a skip reason (a graph
@@ -85,7 +91,7 @@ def run_local(runner: Runner, units: list[Unit], calib: Calibration) -> list[Uni
     models: dict = {}   # the loaded model, shared by the units (see Runner.run_pending)
     ref, finished = units[0], []
     for unit in units:
-        if not runner.store.has_summary(unit.id, unit.condition.name):
+        if not runner.complete(unit):
             if runner.pending(unit):
                 reason = runner.run_pending(unit, calib, models)
                 if reason:

@@ -114,8 +114,8 @@ def imagenet_s_table(summaries: pd.DataFrame) -> pd.DataFrame:
     """RobustART's ImageNet-S summary per (data set, model): top-1 mean and std over the decoder x
     resize pairs (the model's own pair included), max ΔACC and the pair that causes it."""
     cells = imagenet_s_cells(summaries)
-    rows = []
-    for (ds, model), g in cells.groupby(["dataset", "model"], sort=True):
+    rows: list[dict] = []
+    for (ds, model), g in (cells.groupby(["dataset", "model"], sort=True) if not cells.empty else []):
         acc = 100 * g.top1.to_numpy(dtype=float)
         worst = g.loc[g.delta_acc.idxmax()]
         rows.append({"dataset": ds, "model": model, "pairs": len(g), "n": int(g.n_images.min()),

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +42,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from robustbench_sys.errors import UserError
 from robustbench_sys.noises.io import atomic_path, atomic_write_bytes, is_temp
 
 try:
@@ -63,14 +65,18 @@ PER_IMAGE_SCHEMA = pa.schema([
 ])
 #: per-image rows of adversarial units: the columns above (``pred`` etc. on the adversarial
 #: image) plus nullable ones: the clean prediction of the same run, the perturbation's norm
-#: in the attack's threat model, and the seed of the image's batch.  Older parts and other
-#: units simply lack them (read back as missing values).
+#: in the attack's threat model, the seed of the image's batch and, for an attack composed of
+#: components run in sequence (AutoAttack), ``broken_by``: the component that fooled the model
+#: first, ``""`` when none did (null: not recorded).  Older parts and other units simply lack
+#: them (read back as missing values: unknown).
 ADV_PER_IMAGE_SCHEMA = PER_IMAGE_SCHEMA.append(pa.field("clean_pred", pa.int32())) \
-    .append(pa.field("perturbation", pa.float64())).append(pa.field("attack_seed", pa.int64()))
+    .append(pa.field("perturbation", pa.float64())).append(pa.field("attack_seed", pa.int64())) \
+    .append(pa.field("broken_by", pa.string()))
 
 
-class StoreError(Exception):
-    """A store file that cannot be read; the message names the file."""
+class StoreError(UserError):
+    """A store file that cannot be read; the message names the file and what to do (the CLI
+    prints it as its one error line)."""
 
 
 class ResultsStore:
@@ -159,17 +165,26 @@ class ResultsStore:
         d = self.root / "per_image" / unit_id
         return sorted(p for p in d.glob("part-*.parquet") if not is_temp(p)) if d.is_dir() else []
 
-    def read_unit_rows(self, unit_id: str) -> pd.DataFrame:
+    def read_unit_rows(self, unit_id: str, *, quarantine: bool = False) -> pd.DataFrame:
         """The unit's per-image rows, one per (unit_id, file): where two part files hold the same
         image (two writers on one unit without the lock, an older store) the first part in name
-        order wins, and a warning names how many rows were dropped."""
+        order wins, and a warning names how many rows were dropped.
+
+        An unreadable part file (a truncated or damaged write) is never read past: it raises
+        :class:`StoreError` naming the file, or with ``quarantine`` (what an evaluation does, so
+        its rerun recomputes that batch) it is moved aside (:meth:`quarantine`) with a warning and
+        the rows of the other parts are returned."""
         frames = []
         for p in self._parts(unit_id):
             try:
                 frames.append(pq.read_table(p).to_pandas())
             except Exception as e:
-                raise StoreError(f"{p}: corrupt parquet file ({type(e).__name__}: {e}); delete it to "
-                                 "recompute that batch") from None
+                if quarantine:
+                    self.quarantine(p, e, "this evaluation recomputes its batch")
+                    continue
+                raise StoreError(f"{p}: corrupt parquet file ({type(e).__name__}: {e}); re-run the evaluation "
+                                 "(or `robustbench-sys results verify --repair`) to move it aside and recompute "
+                                 "that batch") from None
         if not frames:
             return PER_IMAGE_SCHEMA.empty_table().to_pandas()
         rows = pd.concat(frames, ignore_index=True)
@@ -181,8 +196,32 @@ class ResultsStore:
             rows = rows[~dup].reset_index(drop=True)
         return rows
 
+    def quarantine(self, path: Path, error: BaseException | str, consequence: str) -> Path | None:
+        """Move a damaged store file to ``quarantine/<its path under the root>.<time>`` (out of every
+        reader's way, kept for inspection), with a warning naming both paths.  Returns the new
+        path, or None when another process moved or replaced it first."""
+        rel = path.relative_to(self.root)
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        dest = self.root / "quarantine" / rel.parent / f"{rel.name}.{stamp}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(path, dest)
+        except FileNotFoundError:
+            return None
+        why = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
+        log.warning("%s: unreadable (%s); moved to %s, %s", path, why, dest, consequence)
+        return dest
+
     def done_files(self, unit_id: str) -> set[str]:
-        return set(self.read_unit_rows(unit_id)["file"])
+        """The images of the unit that have a stored row (an evaluation's view: unreadable parts
+        are quarantined, so their images count as not done).  Reads the ``file`` column only."""
+        done: set[str] = set()
+        for p in self._parts(unit_id):
+            try:
+                done.update(pq.read_table(p, columns=["file"]).column("file").to_pylist())
+            except Exception as e:
+                self.quarantine(p, e, "this evaluation recomputes its batch")
+        return done
 
     def per_image(self) -> pd.DataFrame:
         """Every per-image row of the store (corrupt parts are reported in ``problems``)."""
@@ -205,9 +244,9 @@ class ResultsStore:
         n_errors`` above the unit's distinct images) and temporary files that a killed write left
         behind.  With ``repair`` each is fixed under the unit's lock, so it is safe while other
         processes write the store: duplicate rows are removed from the later part files (the rows
-        readers use are kept), unreadable parts and summaries and over-counting summaries are
-        deleted (the next run of the same command recomputes that batch / summary), temporary
-        files are deleted.  Each line says what was done when ``repair``."""
+        readers use are kept), unreadable parts and summaries are quarantined (:meth:`quarantine`)
+        and over-counting summaries deleted (the next run of the same command recomputes that
+        batch / summary), temporary files are deleted.  Each line says what was done when ``repair``."""
         problems: list[str] = []
         fixed = " (repaired)" if repair else ""
         base = self.root / "per_image"
@@ -220,7 +259,7 @@ class ResultsStore:
                     try:
                         table = pq.read_table(p)
                     except Exception as e:
-                        problems.append(_drop_unreadable(p, "part", "the next run recomputes its batch", e, repair))
+                        problems.append(self._unreadable(p, "part", "the next run recomputes its batch", e, repair))
                         continue
                     df = table.to_pandas()
                     keys = list(zip(df["unit_id"], df["file"]))
@@ -249,7 +288,7 @@ class ResultsStore:
                 row = pq.read_table(p).to_pylist()
             except Exception as e:
                 with self.unit_lock(unit_id) if repair else _nullcontext():
-                    problems.append(_drop_unreadable(p, "summary", "the next run rebuilds it", e, repair))
+                    problems.append(self._unreadable(p, "summary", "the next run rebuilds it", e, repair))
                 continue
             if len(row) != 1 or unit_id not in distinct or row[0].get("wc_group") is not None:
                 continue
@@ -277,13 +316,29 @@ class ResultsStore:
                 problems.append(f"{p}: temporary file of an interrupted write" + (" (deleted)" if repair else ""))
         return problems
 
+    def _unreadable(self, path: Path, kind: str, consequence: str, error: Exception, repair: bool) -> str:
+        """The problem line of an unreadable store file; with ``repair`` it is quarantined."""
+        moved = self.quarantine(path, error, consequence) if repair else None
+        return (f"{path}: unreadable {kind} file ({type(error).__name__}: {error})"
+                + (f" (moved to {moved}; {consequence})" if moved else ""))
+
     # ------------------------------------------------------------------ summaries
     def summary_path(self, unit_id: str, condition: str) -> Path:
         tag = hashlib.sha1(condition.encode()).hexdigest()[:8]
         return self._dir("summaries") / f"{unit_id}.{tag}.parquet"
 
     def has_summary(self, unit_id: str, condition: str) -> bool:
-        return self.summary_path(unit_id, condition).is_file()
+        """True when the (unit, condition) summary is stored and readable; an unreadable one is
+        quarantined (:meth:`quarantine`), so the run that asks rebuilds it."""
+        p = self.summary_path(unit_id, condition)
+        if not p.is_file():
+            return False
+        try:
+            pq.read_table(p)
+        except Exception as e:
+            self.quarantine(p, e, "this evaluation rebuilds it")
+            return False
+        return True
 
     def write_summary(self, unit_id: str, row: dict) -> None:
         with self.unit_lock(unit_id), atomic_path(self.summary_path(unit_id, row["condition"])) as tmp:
@@ -353,8 +408,8 @@ def read_summaries(root: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
         try:
             table = pq.ParquetFile(p).read(use_threads=False)
         except Exception as e:
-            return None, (f"{p}: corrupt parquet file ({type(e).__name__}); delete it and re-run the "
-                          "evaluation to rebuild it")
+            return None, (f"{p}: corrupt parquet file ({type(e).__name__}); skipped: re-run the evaluation "
+                          "(or `robustbench-sys results verify --repair`) to move it aside and rebuild it")
         try:
             return _conform(table), None
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
@@ -371,11 +426,3 @@ def read_summaries(root: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
         return pa.concat_tables(tables, promote_options="permissive").to_pandas(), problems
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):  # an extra column of two types
         return pd.concat([t.to_pandas() for t in tables], ignore_index=True), problems
-
-
-def _drop_unreadable(path: Path, kind: str, consequence: str, error: Exception, repair: bool) -> str:
-    """The problem line of an unreadable store file; with ``repair`` the file is deleted."""
-    if repair:
-        path.unlink(missing_ok=True)
-    return (f"{path}: unreadable {kind} file ({type(error).__name__}: {error})"
-            + (f" (deleted; {consequence})" if repair else ""))
