@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT))   # after PYTHONPATH / the installed package
 DATA = ROOT.parent / "shared" / "data" / "imagenet-sample"
 MALLOC_VARS = ("ROBUSTBENCH_SYS_MALLOC", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
 
@@ -124,8 +124,10 @@ def _run_child(args: list[str], alloc: str) -> dict:
 
 
 # ---------------------------------------------------------------------- the harness
-def _harness(card, suite: str, data, limit: int, batch_size: int) -> dict:
-    """evaluate() into a fresh store; wall time end to end and inside run_unit."""
+def harness(card, suite, data, limit: int, batch_size: int, **kw) -> dict:
+    """evaluate() into a fresh store (``kw``: more evaluate() arguments, e.g. ``device``); wall
+    time end to end and inside run_unit (``units``: pipeline spec, images, loop seconds per unit).
+    Also used by benchmarks/bench_device.py."""
     import robustbench_sys
     from robustbench_sys.eval import runner as runner_mod
 
@@ -143,7 +145,7 @@ def _harness(card, suite: str, data, limit: int, batch_size: int) -> dict:
         with tempfile.TemporaryDirectory() as out:
             t0 = time.perf_counter()
             df = robustbench_sys.evaluate(card, [suite], data, out, limit=limit, batch_size=batch_size,
-                                          progress=False)
+                                          progress=False, **kw)
             wall = time.perf_counter() - t0
     finally:
         runner_mod.run_unit = real
@@ -213,10 +215,10 @@ def main(argv=None):
               f"({h['n'] / h['wall'] / b:.2f}x bound), batch loops {h['n'] / h['loop']:7.1f} img/s "
               f"({h['n'] / h['loop'] / b:.2f}x bound {b:.1f})" + (f", {h['skipped']} skipped" if h["skipped"] else ""))
 
-    clean = _harness(card, "clean", ds, n, a.batch_size)
+    clean = harness(card, "clean", ds, n, a.batch_size)
     report("clean", clean, bound(pre))
     if not a.no_suite:
-        suite = _harness(card, "resize", ds, n, a.batch_size)
+        suite = harness(card, "resize", ds, n, a.batch_size)
         specs = [u[0] for u in suite["units"]]
         with tempfile.TemporaryDirectory():
             rates = _run_child(["--child", "preprocess", "--model", a.model, "--batch-size", str(a.batch_size),

@@ -4,9 +4,13 @@ results store.
 
 Start it with ``robustbench-sys dashboard [--results DIR] [--port N] [--expose]`` (binds
 127.0.0.1 unless ``--expose``; usage statistics off).  Everything shown is read from the store
-(``summaries/``, ``units/``, ``per_image/``); the viewer re-runs the stored pipelines on the
-unit's images.  Store problems (empty, still being written, corrupt files) are shown as
-messages in the page.
+(``summaries/``, ``units/``, ``per_image/``); the viewer re-runs each unit's own stored pipeline
+on its images.  Adversarial pixels are not stored (only the attack's per-image predictions,
+perturbation norm and seed) and attacks are never re-run here, so for an attack condition the
+viewer shows the clean input as the clean input and the adversarial prediction without an image.
+Every pipeline shown is the one stored with that (model, condition) unit; raised validity flags
+(``validity_flags`` / ``validity_raised``) are shown as warnings with their detail.  Store
+problems (empty, still being written, corrupt files) are shown as messages in the page.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ import streamlit as st
 from robustbench_sys.paths import default_results_dir
 from robustbench_sys.results import leaderboard as L
 from robustbench_sys.results import report
+from robustbench_sys.results.pareto import front_mask
 from robustbench_sys.results.store import ResultsStore, StoreError
 
-PAGES = ("Leaderboard", "ΔACC heatmap", "Clean vs robust", "Condition drill-down", "Flipped images",
-         "Audit", "Provenance")
+PAGES = ("Leaderboard", "ΔACC heatmap", "Clean vs robust", "Deployment speed", "Condition drill-down",
+         "Flipped images", "Audit", "Provenance")
 
 
 # ---------------------------------------------------------------------- data access (cached)
@@ -130,6 +135,87 @@ def _dataset_choice(df: pd.DataFrame, key: str) -> str | None:
     return st.selectbox("data set", list(labels), format_func=labels.__getitem__, key=f"{key}-ds")
 
 
+def condition_labels(conditions) -> dict[str, str]:
+    """A short, unique axis label per condition name: the name without its family prefix
+    (``natural/defocus_blur-1 -> defocus_blur-1``, the stage table's short name) where that
+    stays unique among ``conditions``, else the full name."""
+    conds = list(dict.fromkeys(conditions))
+    short = {c: c.split("/", 1)[1] if "/" in c else c for c in conds}
+    counts = pd.Series(list(short.values()), dtype=object).value_counts()
+    out = {c: (short[c] if counts[short[c]] == 1 else c) for c in conds}
+    if len(set(out.values())) != len(out):    # a short name equal to another condition's full name
+        out = {c: c for c in conds}
+    return out
+
+
+def pipeline_text(row) -> str:
+    """The pipeline a summary row's unit actually ran (its own, stored per unit)."""
+    from robustbench_sys.pipeline import Pipeline
+
+    text = row.get("pipeline_text")
+    if isinstance(text, str) and text:
+        return text
+    spec = row.get("pipeline")
+    return Pipeline.from_spec(spec).describe() if isinstance(spec, str | dict) and spec else "(not stored)"
+
+
+def _latest(rows: pd.DataFrame) -> pd.DataFrame:
+    """The newest summary row per (model, condition, data set), as the leaderboard uses."""
+    if rows.empty:
+        return rows
+    if "created_at" in rows:
+        rows = rows.sort_values("created_at", kind="stable", na_position="first")
+    return rows.drop_duplicates(["model", "condition", "dataset_fingerprint"], keep="last")
+
+
+def raised_flags(rows: pd.DataFrame) -> list[dict]:
+    """``{model, condition, family, flags: [(name, detail)]}`` for every summary row with a raised
+    validity flag (``validity_flags``: JSON list of ``{name, raised, detail}``, per unit or written
+    for a whole group of attacks; ``validity_raised``: the raised names).  A name listed in
+    ``validity_raised`` without an entry in ``validity_flags`` is kept, with no detail."""
+    if rows.empty or ("validity_flags" not in rows and "validity_raised" not in rows):
+        return []
+    out = []
+    for _, r in _latest(rows).iterrows():
+        flags: list[tuple[str, str]] = []
+        raw = r.get("validity_flags")
+        if isinstance(raw, str) and raw.strip():
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                parsed = []
+                flags.append(("unreadable validity_flags", raw[:200]))
+            for f in parsed if isinstance(parsed, list) else []:
+                if isinstance(f, dict) and f.get("raised"):
+                    flags.append((str(f.get("name", "?")), str(f.get("detail", "") or "")))
+        names = r.get("validity_raised")
+        for name in (names.split(",") if isinstance(names, str) else []):
+            name = name.strip()
+            if name and name not in {n for n, _ in flags}:
+                flags.append((name, "(no detail stored)"))
+        if flags:
+            out.append({"model": r.model, "condition": r.condition, "family": r.family, "flags": flags})
+    return sorted(out, key=lambda e: (e["family"], e["model"], e["condition"]))
+
+
+def show_flag_warnings(entries: list[dict]) -> None:
+    """One visible warning per result with raised validity flags, each flag with its detail."""
+    for e in entries:
+        lines = "\n".join(f"- **{name}**: {detail}" for name, detail in e["flags"])
+        st.warning(f"⚠ Validity flag(s) raised for **{e['model']}** on `{e['condition']}`: this result may "
+                   f"not be trustworthy.\n{lines}")
+
+
+def flag_column(entries: list[dict], models, by: str | None = None) -> list[str]:
+    """Per model: ``⚠`` and the raised flag names of its results in ``entries``, each prefixed
+    by its ``by`` field (``"family"`` / ``"condition"``) when given; '' where none."""
+    per: dict[str, list[str]] = {}
+    for e in entries:
+        names = ", ".join(n for n, _ in e["flags"])
+        per.setdefault(e["model"], []).append(f"{e[by]}: {names}" if by else names)
+    return ["⚠ " + "; ".join(dict.fromkeys(per[m])) if m in per else "" for m in models]
+
+
 # ---------------------------------------------------------------------- pages
 def page_leaderboard(root: str, sig: tuple, df: pd.DataFrame) -> None:
     st.header("Leaderboard")
@@ -148,11 +234,25 @@ def page_leaderboard(root: str, sig: tuple, df: pd.DataFrame) -> None:
                "whose 95% interval lies entirely on the better side, so models whose interval overlaps the "
                "leader's share rank 1; '=' marks a tie. ΔACC = reference − condition accuracy (pp, positive = "
                "lost). Click a column header to sort.")
+    ranked = df[(df.dataset_fingerprint == lb.dataset_fingerprint) & df.model.isin(set(sub.model))
+                & df.family.isin(set(lb.families))]
+    flags = raised_flags(ranked)
+    if flags:
+        st.warning(f"⚠ {len(flags)} ranked result(s) raised validity flags (marked in the 'validity flags' "
+                   "column); their adversarial figures may not be trustworthy. Details below.")
     st.subheader("Overall (mean rank over families)")
-    st.dataframe(L.display_frame(lb, "overall"), hide_index=True, width="stretch")
+    overall = L.display_frame(lb, "overall")
+    if flags and len(overall):
+        overall["validity flags"] = flag_column(flags, overall.model, "family")
+    st.dataframe(overall, hide_index=True, width="stretch")
     for fam in lb.families:
         st.subheader(f"{fam}")
-        st.dataframe(L.display_frame(lb, fam), hide_index=True, width="stretch")
+        t = L.display_frame(lb, fam)
+        fam_flags = [e for e in flags if e["family"] == fam]
+        if fam_flags and "validity flags" not in t:   # (the library's own column, where it has one, is kept)
+            t["validity flags"] = flag_column(fam_flags, t.model, "condition")
+        st.dataframe(t, hide_index=True, width="stretch")
+        show_flag_warnings(fam_flags)
     if len(lb.apart):
         with st.expander(f"Not ranked ({len(lb.apart)}): results not comparable with the ranked group"):
             st.dataframe(lb.apart, hide_index=True, width="stretch")
@@ -172,13 +272,20 @@ def page_heatmap(root: str, sig: tuple, df: pd.DataFrame) -> None:
         st.info("No noise conditions stored for this data set yet (only clean results).")
         return
     s = s.sort_values(["family", "condition", "model"])   # columns grouped by family (the chart keeps data order)
-    d = pd.DataFrame({"model": s.model, "condition": s.condition, "ΔACC pp": (100 * s.delta_acc).round(2),
+    labels = condition_labels(s.condition)
+    d = pd.DataFrame({"model": s.model, "condition": s.condition, "label": s.condition.map(labels),
+                      "family": s.family, "ΔACC pp": (100 * s.delta_acc).round(2),
                       "95% CI": [f"[{100 * a:+.1f}, {100 * b:+.1f}]" for a, b in zip(s.delta_ci_low, s.delta_ci_high)],
                       "n": s.n_images, "flip %": (100 * s.flip_rate).round(2)})
+    fam_order = " | ".join(dict.fromkeys(s.family))
+    # labels: short (family prefix dropped where unique), never truncated (labelLimit 0), angled;
+    # the full condition name is in the tooltip
+    axis = alt.Axis(labelAngle=-40, labelLimit=0, labelOverlap=False, labelAlign="right",
+                    title=f"condition, grouped by family: {fam_order} (hover for the full name)")
     chart = alt.Chart(d).mark_rect().encode(
-        x=alt.X("condition:N", sort=None), y=alt.Y("model:N"),
+        x=alt.X("label:N", sort=None, axis=axis), y=alt.Y("model:N", axis=alt.Axis(labelLimit=0)),
         color=alt.Color("ΔACC pp:Q", scale=alt.Scale(scheme="redblue", domainMid=0, reverse=True)),
-        tooltip=list(d.columns))
+        tooltip=[c for c in d.columns if c != "label"])
     st.altair_chart(chart, width="stretch")
     st.dataframe(d.pivot_table(index="model", columns="condition", values="ΔACC pp"), width="stretch")
 
@@ -205,7 +312,7 @@ def page_scatter(root: str, sig: tuple, df: pd.DataFrame) -> None:
                       "clean 95% CI": [f"[{100 * a:.1f}, {100 * b:.1f}]"
                                        for a, b in zip(d.top1_ci_low, d.top1_ci_high)],
                       "robust top1 %": (100 * d.robust).round(2), "options": d.options, "n": d.n})
-    d["Pareto front"] = L.pareto_front(d["clean top1 %"], d["robust top1 %"])
+    d["Pareto front"] = front_mask(d["clean top1 %"], d["robust top1 %"])
     pts = alt.Chart(d).mark_circle(size=90).encode(
         x=alt.X("clean top1 %:Q", scale=alt.Scale(zero=False)), y=alt.Y("robust top1 %:Q", scale=alt.Scale(zero=False)),
         color="Pareto front:N", tooltip=list(d.columns))
@@ -213,6 +320,50 @@ def page_scatter(root: str, sig: tuple, df: pd.DataFrame) -> None:
         x="clean top1 %:Q", y="robust top1 %:Q")
     st.altair_chart(pts + front, width="stretch")
     st.dataframe(d, hide_index=True, width="stretch")
+
+
+def deploy_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The Deployment-speed page's points: :func:`report.deploy_rows` (each deploy condition and
+    the reference, with ΔACC and the measured speed-up) with an accuracy-loss axis in pp and the
+    Pareto front of loss vs throughput speed-up per model; unmeasured options are left out."""
+    d = report.deploy_rows(df)
+    if d.empty:
+        return d
+    d = d[d.speedup_throughput.notna() & d.delta_acc.notna()].copy()
+    d["accuracy loss pp"] = (100 * d.delta_acc).round(2)
+    d["speed-up ×"] = d.speedup_throughput.round(3)
+    d["p50 ms"] = d.latency_p50_ms.round(2)
+    d["img/s"] = d.throughput_ips.round(1)
+    return d
+
+
+def page_deploy(root: str, sig: tuple, df: pd.DataFrame) -> None:
+    import altair as alt
+
+    st.header("Deployment options: accuracy loss vs speed-up")
+    st.caption("Each point is a deploy condition (precision / backend / device) of one model, measured as it ran: "
+               "throughput speed-up against the model's reference and ΔACC (positive = accuracy lost). "
+               "The dashed line joins the Pareto front: no other option loses less accuracy and runs faster.")
+    d = deploy_frame(df)
+    if d.empty:
+        st.info("No deploy condition with a speed measurement is stored. Run `robustbench-sys eval --suite "
+                "precision` (or backend, device) to time the deployment options beside their accuracy.")
+        return
+    models = sorted(d.model.unique())
+    model = st.selectbox("model", models, key="dp-model")
+    m = d[d.model == model]
+    shared = m[m.shared_machine == 1]
+    if len(shared):
+        st.warning(f"{len(shared)} of {len(m)} option(s) were timed on a shared machine (load above the cores): "
+                   "their speed-ups are less reliable.")
+    tip = ["condition", "deploy", "accuracy loss pp", "speed-up ×", "p50 ms", "img/s", "device", "on_front"]
+    pts = alt.Chart(m).mark_circle(size=110).encode(
+        x=alt.X("speed-up ×:Q", scale=alt.Scale(zero=False)), y=alt.Y("accuracy loss pp:Q"),
+        color=alt.Color("on_front:N", title="Pareto front"), tooltip=tip)
+    line = alt.Chart(m[m.on_front].sort_values("speed-up ×")).mark_line(strokeDash=[4, 3]).encode(
+        x="speed-up ×:Q", y="accuracy loss pp:Q")
+    st.altair_chart(pts + line, width="stretch")
+    st.dataframe(m[tip + ["latency_p95_ms", "flip_rate", "n"]], hide_index=True, width="stretch")
 
 
 def page_drilldown(root: str, sig: tuple, df: pd.DataFrame) -> None:
@@ -224,9 +375,15 @@ def page_drilldown(root: str, sig: tuple, df: pd.DataFrame) -> None:
     conds = sorted(set(s.condition), key=lambda c: (c != "clean", c))
     cond = st.selectbox("condition", conds, key="dd-cond")
     c = s[s.condition == cond]
+    o = report.order(c)   # the row order of report.condition_table
     t = report.condition_table(c)
-    t["McNemar p"] = c.sort_values(["dataset", "model"]).get("mcnemar_p", pd.Series(dtype=float)).round(4).to_numpy() \
-        if "mcnemar_p" in c else np.nan
+    t["McNemar p"] = o.mcnemar_p.round(4).to_numpy() if "mcnemar_p" in o else np.nan
+    # each unit's own pipeline (a condition swaps stages of every model's *own* reference pipeline)
+    t["pipeline"] = [pipeline_text(r) for _, r in o.iterrows()]
+    flags = raised_flags(c)
+    if "validity_raised" in o and o.validity_raised.notna().any():
+        t["validity flags"] = flag_column(flags, t.model)
+    show_flag_warnings(flags)
     st.dataframe(t, hide_index=True, width="stretch")
     field = "top1" if cond == "clean" else "delta_acc"
     lo, hi = ("top1_ci_low", "top1_ci_high") if cond == "clean" else ("delta_ci_low", "delta_ci_high")
@@ -236,8 +393,11 @@ def page_drilldown(root: str, sig: tuple, df: pd.DataFrame) -> None:
     chart = base.mark_rule().encode(x=alt.X("lo:Q", title=title), x2="hi:Q") + \
         base.mark_point(filled=True, size=70).encode(x="value:Q", tooltip=list(d.columns))
     st.altair_chart(chart, width="stretch")
-    if len(c):
-        st.caption(f"Pipeline: `{c.pipeline_text.iloc[0]}`" if "pipeline_text" in c else "")
+    if len(o):
+        lines = [f"- **{r.model}** ({r.dataset}): `{pipeline_text(r)}`" for _, r in o.iterrows()]
+        st.markdown("**Pipeline of each result** (the unit actually run for this model and condition, as "
+                    "stored with it; a condition changes stages of each model's *own* reference pipeline):\n"
+                    + "\n".join(lines))
 
 
 def page_flips(root: str, sig: tuple, df: pd.DataFrame) -> None:
@@ -274,18 +434,89 @@ def page_flips(root: str, sig: tuple, df: pd.DataFrame) -> None:
     file = st.selectbox("image", list(pool.file), key="fl-file")
     r = pool[pool.file == file].iloc[0]
     st.caption(f"true label: {int(r.label)} {class_name(int(r.label))}")
+    attack = row.get("attack") if "attack" in row else None
+    if isinstance(attack, str) and attack:
+        _attack_pair(root, ref_id, row, r, cond)
+        return
     cols = st.columns(2)
     for col, uid, sfx, title in ((cols[0], ref_id, "_ref", "reference (clean)"), (cols[1], row.unit_id, "", cond)):
         with col:
+            _image_with_top5(col, root, uid, file, r, sfx, title)
+
+
+def _top5(r, sfx: str) -> pd.DataFrame:
+    from robustbench_sys.data import class_name
+
+    return pd.DataFrame({"class": [int(i) for i in r["top5" + sfx]],
+                         "name": [class_name(int(i)) for i in r["top5" + sfx]],
+                         "prob": np.round(np.asarray(r["top5_prob" + sfx], dtype=float), 4)})
+
+
+def _image_with_top5(col, root: str, uid: str, file: str, r, sfx: str, title: str) -> None:
+    """The image ``file`` rebuilt with unit ``uid``'s own stored pipeline, captioned with the
+    prediction that unit stored for it, the pipeline named under it, then its top-5."""
+    from robustbench_sys.data import class_name
+
+    try:
+        img = rebuild_image(root, uid, file)
+        col.image(img, caption=f"{title}: {class_name(int(r['pred' + sfx]))}", width=336)
+    except Exception as e:  # missing file / unavailable noise: a message, not a trace
+        col.warning(f"cannot rebuild the {title} image: {type(e).__name__}: {e}")
+    try:
+        col.caption(f"pipeline: `{unit_spec(root, uid).get('pipeline_text', '?')}`")
+    except StoreError as e:
+        col.caption(f"pipeline unknown: {e}")
+    col.dataframe(_top5(r, sfx), hide_index=True, width="stretch")
+
+
+def _attack_pair(root: str, ref_id: str, row, r, cond: str) -> None:
+    """An attack condition: the store keeps the attack's predictions (and the perturbation norm,
+    the batch seed and the clean prediction of the same run) per image, never the adversarial
+    pixels, and the dashboard does not re-run attacks.  So the clean input is shown as the clean
+    input, and the adversarial prediction is listed beside it without an image: a clean image is
+    never captioned with the adversarial prediction."""
+    from robustbench_sys.data import class_name
+
+    st.info("**Adversarial image not stored.** The results store keeps each attacked image's predictions, "
+            "perturbation norm and seed, not its pixels, and the dashboard does not re-run attacks. Shown: the "
+            "**clean input** with its clean prediction (left) and the **adversarial prediction** without an "
+            "image (right).")
+    cols = st.columns(2)
+    with cols[0]:
+        _image_with_top5(cols[0], root, ref_id, r.file, r, "_ref", "clean input (reference), clean prediction")
+    with cols[1]:
+        st.markdown(f"**adversarial image under `{cond}`: not stored, not shown**")
+        try:
+            own = unit_spec(root, row.unit_id).get("pipeline")
+            ref_pipe = unit_spec(root, ref_id).get("pipeline")
+        except StoreError:
+            own = ref_pipe = None
+        if own is not None and own != ref_pipe and pd.notna(r.get("clean_pred", np.nan)):
+            # the attack ran on another pipeline (an attack condition that also swaps a stage):
+            # its own clean starting point, captioned as the clean input it is
             try:
-                img = rebuild_image(root, uid, file)
-                col.image(img, caption=f"{title}: {class_name(int(r['pred' + sfx]))}", width=336)
-            except Exception as e:  # missing file / unavailable noise: a message, not a trace
-                col.warning(f"cannot rebuild the {title} image: {type(e).__name__}: {e}")
-            top = pd.DataFrame({"class": [int(i) for i in r["top5" + sfx]],
-                                "name": [class_name(int(i)) for i in r["top5" + sfx]],
-                                "prob": np.round(np.asarray(r["top5_prob" + sfx], dtype=float), 4)})
-            col.dataframe(top, hide_index=True, width="stretch")
+                img = rebuild_image(root, row.unit_id, r.file)
+                st.image(img, width=336, caption="clean input of the attack run (its own pipeline; NOT the "
+                         f"adversarial image), clean prediction: {class_name(int(r.clean_pred))}")
+            except Exception as e:
+                st.warning(f"cannot rebuild the attack's clean input: {type(e).__name__}: {e}")
+            st.caption(f"pipeline: `{pipeline_text(row)}`")
+        norm = row.get("norm") if "norm" in row else None
+        eps = row.get("eps") if "eps" in row else None
+        lines = [f"- adversarial prediction: **{int(r.pred)} {class_name(int(r.pred))}**"]
+        clean_pred = r.get("clean_pred")
+        if clean_pred is not None and pd.notna(clean_pred):
+            lines.append(f"- clean prediction in the attack run: {int(clean_pred)} {class_name(int(clean_pred))}")
+        pert = r.get("perturbation")
+        if pert is not None and pd.notna(pert):
+            budget = f" (eps {float(eps):.6g})" if eps is not None and pd.notna(eps) else ""
+            lines.append(f"- perturbation {norm or ''} norm: {float(pert):.6g}{budget}")
+        seed = r.get("attack_seed")
+        if seed is not None and pd.notna(seed):
+            lines.append(f"- batch attack seed: {int(seed)}")
+        st.markdown("\n".join(lines))
+        st.caption("top-5 on the adversarial image")
+        st.dataframe(_top5(r, ""), hide_index=True, width="stretch")
 
 
 def waterfall_frame(rows: pd.DataFrame) -> pd.DataFrame:
@@ -387,7 +618,7 @@ def _json(s) -> dict:
         return {"unparsed": str(s)}
 
 
-RENDER = dict(zip(PAGES, (page_leaderboard, page_heatmap, page_scatter, page_drilldown, page_flips,
+RENDER = dict(zip(PAGES, (page_leaderboard, page_heatmap, page_scatter, page_deploy, page_drilldown, page_flips,
                           page_audit, page_provenance)))
 
 

@@ -132,6 +132,12 @@ def list_noises(pattern: str = "*", family: str | None = None) -> list[str]:
     return [k for k in keys if fnmatch.fnmatch(k, pattern)]
 
 
+def registered_keys() -> list[str]:
+    """The keys registered so far, without importing the noise modules (for modules that
+    register noises themselves while the registry loads)."""
+    return list(_REGISTRY)
+
+
 def families() -> list[str]:
     _load_all()
     return sorted({n.family for n in _REGISTRY.values()})

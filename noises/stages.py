@@ -15,7 +15,7 @@ image  ``fn(HxWx3 uint8) -> HxWx3 uint8``, before the resize          (color)
 resize ``fn(HxWxC, (width, height)) -> HxWxC``, then the centre crop (resize)
 crop   ``fn(HxWxC crop, rng=...) -> HxWxC crop``                    (corrupt)
 model  ``fn(nn.Module) -> nn.Module``                                 (graph)
-deploy ``fn(nn.Module, DeployContext) -> callable model``            (deploy)
+deploy ``fn(nn.Module, DeployContext) -> callable model``  (precision, backend, device)
 attack an :class:`~robustbench_sys.noises.adversarial.Attack` (part of a condition, not of the pipeline)
 ====== ======================================================================
 
@@ -53,7 +53,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("corrupt", ("natural",), "image", "crop"),
     Stage("attack", ("adversarial",), "model", "attack"),
     Stage("graph", ("graph",), "model", "model"),
-    Stage("deploy", ("precision", "backend"), "model", "deploy"),
+    Stage("deploy", ("precision", "backend", "device"), "model", "deploy"),
 )
 _BY_NAME = {n: s for s in STAGES for n in (s.name, *s.aliases)}
 _BY_FAMILY = {f: s for s in STAGES for f in s.families}

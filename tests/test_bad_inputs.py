@@ -470,7 +470,7 @@ def test_generate_workers_die_with_a_killed_parent(world, imagenet_sample):
             time.sleep(0.5)
             kids = [k for k in _children(proc.pid) if _alive(k)]
         assert len(kids) >= 2, "the pool workers did not start"
-        while not list((world / "out").rglob("*.jpg")) and time.time() < deadline:
+        while not list((world / "out").rglob("*.JPEG")) and time.time() < deadline:
             time.sleep(0.5)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -12,12 +12,13 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("streamlit", reason="streamlit not installed (scripts/setup.d/70-dashboard.sh)")
-from _dashboard_store import LIMIT, MODELS, RESIZE, real_store
+from _dashboard_store import ATTACK, LIMIT, MODELS, NATURAL, RESIZE, real_store, rich_store
 from streamlit.testing.v1 import AppTest
 
 from robustbench_sys import cli
 from robustbench_sys.data import class_name
 from robustbench_sys.results import leaderboard as L
+from robustbench_sys.results.pareto import front_mask
 from robustbench_sys.results.store import ResultsStore
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
@@ -106,7 +107,7 @@ def test_scatter_pareto_front(store, summaries):
     at = run_app(store, "Clean vs robust")
     d = frames(at)[-1]
     assert sorted(d.model) == sorted(MODELS)
-    assert d["Pareto front"].tolist() == L.pareto_front(d["clean top1 %"], d["robust top1 %"]).tolist()
+    assert d["Pareto front"].tolist() == front_mask(d["clean top1 %"], d["robust top1 %"]).tolist()
     assert d["Pareto front"].any()
     for _, r in d.iterrows():
         s = summaries[(summaries.model == r["model"]) & (summaries.condition != "clean")]
@@ -322,3 +323,184 @@ def test_one_summary_reader_typed_skips_temp_and_names_corrupt(store, tmp_path):
     assert L.read_summaries is S.read_summaries
     empty, problems = S.read_summaries(tmp_path / "nothing")
     assert empty.empty and problems == [] and list(empty.columns) == S.SUMMARY_SCHEMA.names
+
+
+# ---------------------------------------------------------------------- issue 13 (defect 8): honest pages
+# A second real store: the one above plus two natural corruptions with a long common name prefix
+# and a real FGSM attack (tests/_dashboard_store.py).
+@pytest.fixture(scope="session")
+def rich(tmp_path_factory) -> Path:
+    return rich_store(tmp_path_factory)
+
+
+def image_captions(at) -> list[str]:
+    return [i.caption for el in at.get("image") for i in el.proto.imgs]
+
+
+def test_rich_store_is_real(rich):
+    s = ResultsStore(rich).summaries()
+    assert set(s.condition) == {"clean", *RESIZE, *NATURAL, ATTACK}
+    adv = s[s.condition == ATTACK]
+    assert len(adv) == len(MODELS) and adv.attack.eq("fgsm").all() and (adv.n_images == LIMIT).all()
+    # the attack's per-image rows hold predictions, never pixels: the dashboard cannot show the image
+    rows = ResultsStore(rich).read_unit_rows(adv.unit_id.iloc[0])
+    assert {"clean_pred", "perturbation", "attack_seed"} <= set(rows.columns)
+    assert not {c for c in rows.columns if "pixel" in c or "image" in c or "adv" in c}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_flipped_attack_condition_never_captions_clean_image_as_adversarial(rich, model):
+    s = ResultsStore(rich).summaries()
+    at = run_app(rich, "Flipped images")
+    at.selectbox(key="fl-model").set_value(model).run()
+    at.selectbox(key="fl-cond").set_value(ATTACK).run()
+    if at.checkbox(key="fl-only").value:
+        at.checkbox(key="fl-only").uncheck().run()
+    assert not at.error and not at.warning, [w.value for w in at.warning]
+    adv = s[(s.model == model) & (s.condition == ATTACK)].iloc[0]
+    ref = s[(s.model == model) & (s.condition == "clean")].iloc[0]
+    store = ResultsStore(rich)
+    for file in at.selectbox(key="fl-file").options:
+        at.selectbox(key="fl-file").set_value(file).run()
+        a = store.read_unit_rows(adv.unit_id).set_index("file").loc[file]
+        c = store.read_unit_rows(ref.unit_id).set_index("file").loc[file]
+        caps = image_captions(at)
+        # one image: the clean input, captioned as the clean input with the clean prediction
+        assert caps == [f"clean input (reference), clean prediction: {class_name(int(c.pred))}"], caps
+        assert not any(ATTACK in cap or "adversarial" in cap.replace("NOT the adversarial", "") for cap in caps)
+        if int(a.pred) != int(c.pred):
+            assert not any(class_name(int(a.pred)) in cap for cap in caps), "clean image with the adversarial label"
+        shown = texts(at)
+        assert "Adversarial image not stored" in shown and "not stored, not shown" in shown
+        assert f"adversarial prediction: **{int(a.pred)} {class_name(int(a.pred))}**" in shown
+        assert f"clean prediction in the attack run: {int(a.clean_pred)}" in shown
+        top = frames(at)
+        assert top[0]["class"].tolist() == list(c.top5)       # clean input's top-5
+        assert top[1]["class"].tolist() == list(a.top5)       # adversarial image's top-5
+    assert "top-5 on the adversarial image" in texts(at)
+
+
+def test_flipped_noise_condition_still_shows_both_images_with_their_own_pipelines(rich):
+    at = run_app(rich, "Flipped images")
+    at.selectbox(key="fl-model").set_value("tf_efficientnet_lite0").run()
+    at.selectbox(key="fl-cond").set_value(NATURAL[1]).run()
+    if at.checkbox(key="fl-only").value:
+        at.checkbox(key="fl-only").uncheck().run()
+    caps = image_captions(at)
+    assert len(caps) == 2 and caps[0].startswith("reference (clean): ") and caps[1].startswith(f"{NATURAL[1]}: ")
+    shown = texts(at)
+    assert "pipeline: `decoder:pil > color:rgb > resize:pil-bicubic(256->224)`" in shown
+    assert "resize:pil-bicubic(256->224) > corrupt:defocus_blur-2`" in shown
+    assert "pil-bilinear" not in shown
+
+
+@pytest.mark.parametrize("cond", ["clean", NATURAL[0], ATTACK, RESIZE[0]])
+def test_drilldown_shows_each_units_own_pipeline(rich, cond):
+    store = ResultsStore(rich)
+    s = store.summaries()
+    at = run_app(rich, "Condition drill-down")
+    at.selectbox(key="dd-cond").set_value(cond).run()
+    assert not at.error
+    t = frames(at)[0].set_index("model")
+    shown = texts(at)
+    for model, resize in (("mobilenet_v2", "pil-bilinear"), ("tf_efficientnet_lite0", "pil-bicubic")):
+        unit = s[(s.model == model) & (s.condition == cond)].unit_id.iloc[0]
+        own = store.unit(unit)["pipeline_text"]
+        assert t.loc[model, "pipeline"] == own
+        assert f"- **{model}** (foolbox-demo[:{LIMIT}]): `{own}`" in shown
+        if cond != RESIZE[0]:   # the model's own resize; the resize condition swaps it for both
+            assert f"resize:{resize}(" in own
+    if cond == RESIZE[0]:
+        assert t.pipeline.str.contains("resize:cv2-nearest(", regex=False).all()
+
+
+def _vega(at, i=0) -> tuple[dict, pd.DataFrame]:
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    chart = at.get("vega_lite_chart")[i].proto
+    data = [convert_arrow_bytes_to_pandas_df(d.data.data) for d in chart.datasets]
+    return json.loads(chart.spec), next(d for d in data if "condition" in d)
+
+
+def test_heatmap_condition_labels_unique_untruncated(rich):
+    s = ResultsStore(rich).summaries()
+    at = run_app(rich, "ΔACC heatmap")
+    spec, d = _vega(at)
+    x = spec["encoding"]["x"]
+    assert x["field"] == "label"
+    assert x["axis"]["labelLimit"] == 0 and x["axis"]["labelOverlap"] is False   # never cut, never hidden
+    labels = d.drop_duplicates("condition").set_index("condition")["label"]
+    noisy = sorted(set(s.condition) - {"clean"})
+    assert sorted(labels.index) == noisy
+    assert labels.is_unique, labels.to_dict()                          # one column per condition
+    assert d.groupby("label").condition.nunique().eq(1).all()
+    for cond, label in labels.items():
+        assert cond.endswith(label) and not label.endswith("…")       # the name itself, its family dropped
+    assert labels[NATURAL[0]] == "defocus_blur-1" and labels[NATURAL[1]] == "defocus_blur-2"
+    assert labels[ATTACK] == "fgsm@1/255"
+    # the full name stays in the tooltip; the family order is in the axis title
+    assert {"condition", "family"} <= {t["field"] for t in spec["encoding"]["tooltip"]}
+    assert "adv-mini | natural | resize" in x["axis"]["title"]
+    pivot = frames(at)[-1]
+    assert pivot.shape == (len(MODELS), len(noisy))
+
+
+def _raise_group_flag(root: Path, model: str) -> dict:
+    """Add a raised group-level validity flag to ``model``'s attack summary, as the worst-case writer
+    of a family does (same columns: ``validity_flags`` JSON list, ``validity_raised`` names)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    flag = {"name": "square_after_whitebox", "raised": True,
+            "detail": "square lowers robust accuracy after white-box attacks (84.0% -> 71.0%): the white-box "
+                      "attacks are likely masked"}
+    for p in (root / "summaries").glob("*.parquet"):
+        row = pq.read_table(p).to_pylist()[0]
+        if row["model"] == model and row["condition"] == ATTACK:
+            flags = json.loads(row["validity_flags"]) + [flag]
+            row["validity_flags"] = json.dumps(flags, sort_keys=True)
+            row["validity_raised"] = ",".join(f["name"] for f in flags if f["raised"])
+            pq.write_table(pa.Table.from_pylist([row]), p)
+            return flag
+    raise AssertionError("no attack summary")
+
+
+def test_no_validity_warning_when_no_flag_is_raised(rich):
+    s = ResultsStore(rich).summaries()
+    assert s[s.condition == ATTACK].validity_raised.eq("").all()     # the real FGSM run raised none
+    for page in ("Leaderboard", "Condition drill-down"):
+        at = run_app(rich, page)
+        if page == "Condition drill-down":
+            at.selectbox(key="dd-cond").set_value(ATTACK).run()
+        assert not [w.value for w in at.warning if "Validity flag" in w.value or "validity flags" in w.value]
+
+
+def test_raised_validity_flags_are_visible(rich, tmp_path):
+    root = tmp_path / "flagged"
+    shutil.copytree(rich, root)
+    flag = _raise_group_flag(root, "tf_efficientnet_lite0")
+    # leaderboard: a banner, a column in the adversarial family's table and the overall table, the detail
+    at = run_app(root)
+    assert not at.error
+    warns = [w.value for w in at.warning]
+    assert any("1 ranked result(s) raised validity flags" in w for w in warns), warns
+    detail = [w for w in warns if flag["detail"] in w]
+    assert len(detail) == 1 and "tf_efficientnet_lite0" in detail[0] and ATTACK in detail[0]
+    assert f"**{flag['name']}**" in detail[0]
+    fam = next(d for d in frames(at) if "validity flags" in d and "worst option" in d).set_index("model")
+    cell = fam.loc["tf_efficientnet_lite0", "validity flags"]
+    assert cell.startswith("⚠") and flag["name"] in cell
+    assert fam.loc["mobilenet_v2", "validity flags"] == ""
+    overall = frames(at)[0].set_index("model")
+    assert overall.loc["tf_efficientnet_lite0", "validity flags"] == f"⚠ adv-mini: {flag['name']}"
+    # drill-down of the attack condition: the warning with its detail and a column
+    at = run_app(root, "Condition drill-down")
+    at.selectbox(key="dd-cond").set_value(ATTACK).run()
+    warns = [w.value for w in at.warning]
+    assert len(warns) == 1 and flag["detail"] in warns[0] and "tf_efficientnet_lite0" in warns[0]
+    t = frames(at)[0].set_index("model")
+    assert t.loc["tf_efficientnet_lite0", "validity flags"] == f"⚠ {flag['name']}"
+    assert t.loc["mobilenet_v2", "validity flags"] == ""
+    # other conditions carry no flag
+    at.selectbox(key="dd-cond").set_value(NATURAL[0]).run()
+    assert not at.warning and "validity flags" not in frames(at)[0]

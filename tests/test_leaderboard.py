@@ -10,6 +10,7 @@ import pytest
 
 from robustbench_sys.metrics.paired import wilson_interval
 from robustbench_sys.results import leaderboard as L
+from robustbench_sys.results.pareto import front_mask
 
 FP = "fp-demo"
 
@@ -166,7 +167,10 @@ def test_pareto_front():
     x = [0.9, 0.8, 0.7, 0.85]
     y = [0.5, 0.7, 0.6, 0.5]
     # (0.7,0.6) dominated by (0.8,0.7); (0.85,0.5) dominated by (0.9,0.5)
-    assert L.pareto_front(x, y).tolist() == [True, True, False, False]
+    assert front_mask(x, y).tolist() == [True, True, False, False]
+    # equal points are both on the front; NaN is never on it and dominates nothing
+    assert front_mask([1, 1, np.nan, 0.5], [1, 1, 9, 0.5]).tolist() == [True, True, False, False]
+    assert front_mask([np.nan, 0.5], [9, 0.5]).tolist() == [False, True]
 
 
 @pytest.mark.parametrize("fmt", L.FORMATS)

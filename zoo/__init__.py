@@ -172,8 +172,19 @@ def load_model(name_or_card, *, weights: bool = True):
     model = build_arch(card)
     if weights and card.weights:   # a python: card without [weights]: the factory's own weights
         path, _ = fetch(card.weights)
-        sd = load_state_dict(path)
-        if card.weights.get("key_map") == "by-order":
-            sd = _map_by_order(sd, model)
-        model.load_state_dict(sd, strict=True)
+        where = f"model card {card.path or card.name}"
+        try:
+            sd = load_state_dict(path)
+            if not isinstance(sd, dict):
+                raise CardError(f"weights file {path}: holds a {type(sd).__name__}, not a state dict")
+            if card.weights.get("key_map") == "by-order":
+                sd = _map_by_order(sd, model)
+            model.load_state_dict(sd, strict=True)
+        except CardError as e:
+            raise CardError(f"{where}: {e}") from None
+        except (RuntimeError, ValueError, KeyError, AttributeError) as e:   # keys / shapes do not fit
+            text = str(e).strip()
+            first = " ".join(text.splitlines()[:2])[:300] if text else type(e).__name__
+            raise CardError(f"{where}: weights file {path} does not fit {card.arch} ({first}); check "
+                            "[weights] and arch") from None
     return model.eval()

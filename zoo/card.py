@@ -19,7 +19,7 @@ class UnknownModel(KeyError):
 
 class CardError(ValueError):
     """A card, model name or preprocessing spec that cannot be used; one line naming the file /
-    option and what to do."""
+    option and what to do (the CLI prints it as it prints a ``UserError`` and exits 2)."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""An ``.onnx`` model evaluated exactly as deployed: ONNX Runtime, ``CPUExecutionProvider``.
+"""An ``.onnx`` model evaluated exactly as deployed: ONNX Runtime, ``CPUExecutionProvider``
+(``CUDAExecutionProvider`` after ``.to("cuda")``, for ``--device cuda``).
 
 :class:`OnnxModel` is called like the PyTorch models of the zoo (a normalised ``(N, C, H, W)``
 float32 tensor in, ``(N, classes)`` logits out), so the evaluator's batch loop runs it unchanged.
@@ -13,15 +14,29 @@ from pathlib import Path
 
 
 class OnnxModel:
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, device: str = "cpu"):
         self.path = str(path)
+        self.device = device
         self._session = None
 
     def __getstate__(self) -> dict:
-        return {"path": self.path}
+        return {"path": self.path, "device": self.device}
 
     def __setstate__(self, state: dict) -> None:
-        self.path, self._session = state["path"], None
+        self.path, self.device, self._session = state["path"], state.get("device", "cpu"), None
+
+    def to(self, device) -> OnnxModel:
+        """The same file on ``device``: a CUDA device runs ONNX Runtime's ``CUDAExecutionProvider``
+        (on that GPU), never silently the CPU one (the session refuses to start instead)."""
+        device = str(device)
+        return self if device == self.device else OnnxModel(self.path, device)
+
+    @property
+    def providers(self) -> list:
+        if not self.device.startswith("cuda"):
+            return ["CPUExecutionProvider"]
+        idx = int(self.device.split(":", 1)[1]) if ":" in self.device else 0
+        return [("CUDAExecutionProvider", {"device_id": idx})]
 
     def __repr__(self) -> str:
         return f"OnnxModel({self.path!r})"
@@ -44,10 +59,14 @@ class OnnxModel:
             opts.inter_op_num_threads = 1
             opts.log_severity_level = 3
             try:
-                self._session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
+                self._session = ort.InferenceSession(self.path, opts, providers=self.providers)
             except Exception as e:
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise CardError(f"--model {self.path}: ONNX Runtime cannot load it ({msg[:200]})") from None
+            if self.device.startswith("cuda") and "CUDAExecutionProvider" not in self._session.get_providers():
+                self._session = None
+                raise CardError(f"--model {self.path}: ONNX Runtime did not start its CUDAExecutionProvider "
+                                "(pip install onnxruntime-gpu, or use --device cpu)")
             inputs = self._session.get_inputs()
             if len(inputs) != 1:
                 raise CardError(f"--model {self.path}: the graph has {len(inputs)} inputs; give a model with one "

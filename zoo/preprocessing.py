@@ -12,6 +12,13 @@ from robustbench_sys.zoo.card import CardError, Preprocess
 #: timm / torchvision interpolation names -> the Pillow resize noise (both resize PIL images with Pillow)
 INTERPOLATION = {"bilinear": "resize/pil-bilinear", "bicubic": "resize/pil-bicubic", "nearest": "resize/pil-nearest",
                  "lanczos": "resize/pil-lanczos", "box": "resize/pil-box", "hamming": "resize/pil-hamming"}
+#: the largest model input (pixels a side) a card may ask for; larger ones exhaust memory long
+#: before they evaluate (ImageNet models take 224..800)
+MAX_INPUT_SIZE = 4096
+#: the smallest crop_pct (the centre crop's share of the resized short side; models use 0.75..1)
+MIN_CROP_PCT = 0.1
+
+
 def bad_where(where: str):
     return lambda msg: CardError(f"{where}: {msg}")
 
@@ -128,10 +135,14 @@ def make_preprocess(bad, *, decoder, color, resize, input_size, crop_pct, mean, 
             raise bad(f"[preprocess] {stage} {value!r} is not a {stage} (a {'/'.join(st.families)}/NAME noise key"
                       f"{' or ' + ', '.join(st.builtin) if st.builtin else ''})")
         stages[stage] = key
-    if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 1:
-        raise bad(f"[preprocess] input_size must be a positive integer, got {input_size!r}")
-    if not _number(crop_pct) or not 0 < float(crop_pct) <= 1:
-        raise bad(f"[preprocess] crop_pct must be a number in (0, 1], got {crop_pct!r}")
+    if not isinstance(input_size, int) or isinstance(input_size, bool) or not 1 <= input_size <= MAX_INPUT_SIZE:
+        raise bad(f"[preprocess] input_size must be an integer 1..{MAX_INPUT_SIZE} (pixels), got {input_size!r}")
+    if not _number(crop_pct) or not MIN_CROP_PCT <= float(crop_pct) <= 1:
+        raise bad(f"[preprocess] crop_pct must be a number in [{MIN_CROP_PCT}, 1] (the crop's share of the "
+                  f"resized short side, e.g. 0.875), got {crop_pct!r}")
+    if math.floor(input_size / float(crop_pct)) > 2 * MAX_INPUT_SIZE:
+        raise bad(f"[preprocess] input_size / crop_pct = {input_size} / {crop_pct!r} resizes images to over "
+                  f"{2 * MAX_INPUT_SIZE} pixels a side; give a larger crop_pct or a smaller input_size")
     vecs = {}
     for k, v in (("mean", mean), ("std", std)):
         if not isinstance(v, (list, tuple)) or len(v) not in (1, 3) or not all(_number(x) for x in v):

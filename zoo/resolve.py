@@ -98,6 +98,8 @@ def load_checkpoint(model, path: Path, where: str) -> None:
     under ``state_dict`` / ``model``) into ``model``, strictly, with a one-line error if it does not fit."""
     try:
         sd = load_state_dict(path)
+    except CardError as e:        # one line naming the file (code in a pickle, unreadable)
+        raise CardError(f"{where}: {e}") from None
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CardError(f"{where}: {path} is not a loadable state dict ({msg[:200]})") from None

@@ -9,6 +9,7 @@ recorded in ``ModelCard.preprocess_source``).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -33,6 +34,18 @@ COMMON_WEIGHT_KEYS = ("source", "license", "key_map")
 KEY_MAPS = ("by-order",)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEXPREFIX = re.compile(r"[0-9a-f]{8,64}")
+#: weight-source values that name a file, package or place: one line, no control characters
+_LOCATION_KEYS = ("path", "url", "repo", "filename", "revision", "package", "version", "member")
+
+
+def keys_text(keys) -> str:
+    """Key names for a one-line message: plain names as they are, any other (a TOML quoted key
+    with spaces, quotes or a newline) as its repr."""
+    return ", ".join(k if re.fullmatch(r"[\w.-]+", k, re.ASCII) else repr(k) for k in map(str, keys))
+
+
+def _one_line(v: str) -> bool:
+    return v.isprintable()
 
 
 def card_from_toml(path: Path) -> ModelCard:
@@ -56,9 +69,12 @@ def card_from_dict(d: dict, *, where: str, path: Path | None = None) -> ModelCar
 
     unknown = sorted(set(d) - set(TOP_KEYS))
     if unknown:
-        raise bad(f"unknown key(s) {', '.join(unknown)}; valid top-level keys: {', '.join(TOP_KEYS)} "
+        raise bad(f"unknown key(s) {keys_text(unknown)}; valid top-level keys: {', '.join(TOP_KEYS)} "
                   "(see docs/cards.md)")
     name = _str(d, "name", bad, required=True)
+    if not _one_line(name) or any(c in name for c in "/\\") or name != name.strip():
+        raise bad(f"name {name!r}: give a one-line name without '/', '\\' or surrounding spaces (it names the "
+                  "model in --model and in the results)")
     arch = _str(d, "arch", bad, required=True)
     library = arch.split(":", 1)[0]
     if library not in LIBRARIES or (library != "onnx" and ":" not in arch) or (library == "onnx" and arch != "onnx"):
@@ -90,7 +106,9 @@ def card_from_dict(d: dict, *, where: str, path: Path | None = None) -> ModelCar
     tags = _table(d, "tags", bad) if "tags" in d else {}
     for k, v in tags.items():
         if not isinstance(v, (str, int, float, bool)):
-            raise bad(f"[tags] {k} must be a string, number or boolean, got {type(v).__name__}")
+            raise bad(f"[tags] {keys_text([k])} must be a string, number or boolean, got {type(v).__name__}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise bad(f"[tags] {keys_text([k])} must be a finite number, got {v!r}")
 
     if "preprocess" in d:
         pp, source = check_preprocess(_table(d, "preprocess", bad), bad), "card"
@@ -120,7 +138,7 @@ def timm_tag(arch_name: str, weights: dict) -> str:
 
 def check_weights(w: dict, bad, *, base: Path | None = None) -> dict:
     source = w.get("source")
-    if source not in SOURCES:
+    if not isinstance(source, str) or source not in SOURCES:
         raise bad(f"[weights] source {source!r} is unknown; valid: {', '.join(SOURCES)}")
     required, optional = SOURCES[source]
     if source == "file" and "path" not in w and "file" in w:
@@ -131,11 +149,13 @@ def check_weights(w: dict, bad, *, base: Path | None = None) -> dict:
     allowed = set(required) | set(optional) | set(COMMON_WEIGHT_KEYS)
     unknown = sorted(set(w) - allowed)
     if unknown:
-        raise bad(f"[weights] unknown key(s) {', '.join(unknown)} for source {source!r}; valid: "
+        raise bad(f"[weights] unknown key(s) {keys_text(unknown)} for source {source!r}; valid: "
                   f"{', '.join(sorted(allowed))}")
     for k, v in w.items():
         if not isinstance(v, str):
             raise bad(f"[weights] {k} must be a string, got {type(v).__name__} {v!r}")
+        if k in _LOCATION_KEYS and (not v.strip() or not _one_line(v)):
+            raise bad(f"[weights] {k} must be a non-empty one-line string, got {v!r}")
     out = dict(w)
     sha = w.get("sha256", "")
     if source == "hf-hub" and sha == "":
@@ -161,7 +181,7 @@ def check_preprocess(pp: dict, bad) -> Preprocess:
     """A validated :class:`Preprocess` from a ``[preprocess]`` table: every key required."""
     unknown = sorted(set(pp) - set(PREPROCESS_KEYS))
     if unknown:
-        raise bad(f"[preprocess] unknown key(s) {', '.join(unknown)}; valid: {', '.join(PREPROCESS_KEYS)}")
+        raise bad(f"[preprocess] unknown key(s) {keys_text(unknown)}; valid: {', '.join(PREPROCESS_KEYS)}")
     missing = [k for k in PREPROCESS_KEYS if k not in pp]
     if missing:
         raise bad(f"[preprocess] needs {', '.join(missing)} (every key is required; see docs/cards.md)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -193,16 +194,46 @@ def cached(spec: dict, *, cache: Path | None = None) -> bool:
 
 
 def load_state_dict(path: Path) -> dict:
-    """Safe loading: safetensors, else ``torch.load(weights_only=True)``."""
+    """Safe loading: safetensors, else ``torch.load(weights_only=True)``.
+
+    A file that holds code or other Python objects than tensors (which ``weights_only`` refuses)
+    or that cannot be read is a one-line :class:`~robustbench_sys.zoo.card.CardError` naming it;
+    it is never loaded another way."""
+    import pickle
+
+    from robustbench_sys.zoo.card import CardError  # card is a leaf module: no import cycle
+
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as e:
+            raise CardError(f"weights file {path}: not a readable safetensors file ({_first_line(e)}); "
+                            "check the file or fetch it again") from None
     import torch
 
-    sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        if isinstance(e, pickle.UnpicklingError) and "weights_only" in str(e):   # torch's refusal
+            found = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", str(e))
+            refs = f" (it references {found.group(1)})" if found else ""
+            raise CardError(f"weights file {path}: holds code or Python objects that are not tensors{refs}; it "
+                            "will not be loaded; give a safetensors file or a torch.save state dict of "
+                            "tensors") from None
+        raise CardError(f"weights file {path}: not a readable torch.save file ({_first_line(e)}); check the "
+                        "file or fetch it again") from None
     for key in ("state_dict", "model", "model_state"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
     return sd
+
+
+def _first_line(e: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), else its type name (also
+    when the line is torch's advice to load with ``weights_only=False``, which is never taken)."""
+    text = str(e).strip()
+    line = text.splitlines()[0][:200] if text else ""
+    return line if line and "weights_only" not in line else type(e).__name__
 

@@ -74,5 +74,43 @@ classified correctly.
             torchattacks.Square(model, norm=norm, eps=eps, n_queries=int(params["n_queries"]), n_restarts=1,
                                 p_init=0.8, loss="margin", resc_schedule=True, seed=seed),
         ]
-        params["components"] = "apgd-ce,apgd-t,fab-t,square"
-        return torchattacks.MultiAttack(comps)
+        names = ["apgd-ce", "apgd-t", "fab-t", "square"]
+        params["components"] = ",".join(names)
+        params["black_box_components"] = "square"
+        return _recording_multi_attack(torchattacks)(comps, names, params)
+
+
+def _recording_multi_attack(torchattacks):
+    """``torchattacks.MultiAttack`` that also records, per image, which component fooled the
+    model first (``params["broken_by"]``: the component's name, or ``""`` when none did), so
+    AutoAttack's Square check can be computed from the stored per-image rows
+    (:func:`robustbench_sys.metrics.adversarial.check_black_box_lowers_robust_accuracy`).
+    The adversarial images are exactly MultiAttack's: same order, same images per component."""
+
+    class RecordingMultiAttack(torchattacks.MultiAttack):
+        def __init__(self, attacks, names, params):
+            super().__init__(attacks)
+            self.names, self.params = names, params
+
+        def forward(self, images, labels):
+            import torch
+
+            n = images.shape[0]
+            fails = torch.arange(n, device=self.device)
+            final = images.clone().detach().to(self.device)
+            labels = labels.clone().detach().to(self.device)
+            broken_by = [""] * n
+            for name, attack in zip(self.names, self.attacks):
+                adv = attack(images[fails], labels[fails])
+                correct = self.get_logits(adv).argmax(1) == labels[fails]
+                hit = ~correct
+                final[fails[hit]] = adv[hit]
+                for i in fails[hit].tolist():
+                    broken_by[i] = name
+                fails = fails[correct]
+                if len(fails) == 0:
+                    break
+            self.params["broken_by"] = broken_by
+            return final
+
+    return RecordingMultiAttack

@@ -31,16 +31,18 @@ from typing import Any
 import torch
 
 from robustbench_sys.noises.io import atomic_path
-from robustbench_sys.noises.registry import register
+from robustbench_sys.noises.registry import NotApplicable, register
 from robustbench_sys.noises.system.deploy import (
     DeployContext,
     Deployed,
     artefact_dir,
     base_info,
+    device_extra,
     example_batch2,
     export_dynamic_batch,
     frozen_copy,
     num_threads,
+    on_device,
     onnx_export,
     quiet_exporters,
     torch_versions,
@@ -104,9 +106,10 @@ def _ov_versions() -> dict:
 @register("backend", "eager", params={"runtime": "torch eager", "dtype": "float32"},
           versions=torch_versions)
 def eager(model: torch.nn.Module, ctx: DeployContext) -> Deployed:
-    """PyTorch eager, fp32: the reference every other deployment is compared with."""
-    m = frozen_copy(model)
-    return Deployed(m, base_info("torch-eager", torch_versions(), {"dtype": "float32"}))
+    """PyTorch eager, fp32: the reference every other deployment is compared with (on ``ctx.device``)."""
+    m = frozen_copy(model).to(ctx.device)
+    return Deployed(on_device(m, ctx.device), base_info("torch-eager", torch_versions(), {"dtype": "float32"},
+                                                         **device_extra(ctx.device)), keep=m)
 
 
 @register("backend", "torchscript",
@@ -172,7 +175,7 @@ def torch_export(model: torch.nn.Module, ctx: DeployContext) -> Deployed:
 
 
 # ---------------------------------------------------------------------- ONNX Runtime
-def ort_session(path, providers: list[str], *, expect: str | None = None):
+def ort_session(path, providers: list, *, expect: str | None = None):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -200,7 +203,18 @@ def ort_deployed(sess, info: dict) -> Deployed:
           params={"runtime": "onnxruntime", "provider": "CPUExecutionProvider", "dtype": "float32"},
           available=ort_available, versions=ort_versions)
 def onnxruntime_cpu(model: torch.nn.Module, ctx: DeployContext) -> Deployed:
-    """ONNX (dynamo exporter, cached) on ONNX Runtime's CPU execution provider, fp32."""
+    """ONNX (dynamo exporter, cached) on ONNX Runtime's CPU execution provider, fp32; on a
+    ``--device cuda`` run its CUDA execution provider, or not applicable (one line) without it."""
+    if ctx.device.startswith("cuda"):
+        why = _ort_gpu_available("CUDAExecutionProvider")()
+        if why:
+            raise NotApplicable(f"backend/onnxruntime on --device {ctx.device}: {why}")
+        path, einfo = onnx_export(model, ctx)
+        idx = int(ctx.device.split(":", 1)[1]) if ":" in ctx.device else 0
+        sess = ort_session(path, [("CUDAExecutionProvider", {"device_id": idx})], expect="CUDAExecutionProvider")
+        return ort_deployed(sess, base_info("onnxruntime", ort_versions(),
+                                            {"dtype": "float32", "provider": "CUDAExecutionProvider"},
+                                            **einfo, device=ctx.device))
     path, einfo = onnx_export(model, ctx)
     sess = ort_session(path, ["CPUExecutionProvider"], expect="CPUExecutionProvider")
     return ort_deployed(sess, base_info("onnxruntime", ort_versions(), {"dtype": "float32"}, **einfo))

@@ -330,10 +330,12 @@ def _nvjpeg_versions() -> dict:
 
 @register("decoder", "nvjpeg",
           params={"library": "nvJPEG (torchvision.io.decode_jpeg, device='cuda')", "exif_orientation": False},
-          available=_nvjpeg_available, versions=_nvjpeg_versions)
+          available=_nvjpeg_available, versions=_nvjpeg_versions, tags={"device": "cuda"})
 def decode_nvjpeg(data: bytes) -> np.ndarray:
     """NVIDIA nvJPEG on the GPU via ``torchvision.io.decode_jpeg(..., device='cuda')``
-    (DALI's decoder backend), result copied back to host memory.  JPEG only."""
+    (DALI's decoder backend), result copied back to host memory.  JPEG only.  Tagged
+    ``device = "cuda"``: the evaluator runs a pipeline with it in its own process (CUDA does
+    not work in forked preprocessing workers), on a CPU run as on a ``--device cuda`` one."""
     _header_pixel_check(data)
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg

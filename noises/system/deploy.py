@@ -41,7 +41,7 @@ import torch
 from robustbench_sys.noises.io import atomic_path
 
 __all__ = ["DeployContext", "Deployed", "model_fingerprint", "artefact_dir", "onnx_export",
-           "torch_versions", "num_threads"]
+           "torch_versions", "num_threads", "on_device", "device_extra"]
 
 #: ONNX opset used by every ONNX export (torch.onnx dynamo exporter's default in torch 2.14)
 ONNX_OPSET = 18
@@ -59,7 +59,10 @@ class DeployContext:
             evaluation images; the caller records which in ``calibration_id``.
         cache_dir: where exported artefacts are cached (per model key + fingerprint +
             settings) and reused; None exports into a temporary folder every time.
-        device: "cpu" (or "cuda" for the GPU providers).
+        device: where the evaluation computes (``cpu``, ``cuda``, ``cuda:N``: ``--device``).  The
+            eager fp32 / bf16 / fp16 noises, the ``device/*`` family and ``backend/onnxruntime``
+            (CUDA execution provider) follow it; the others run on the CPU and leave
+            ``info["device"]`` unset, which the evaluator records as ``cpu``.
         model_key: names the model in the cache (e.g. the zoo card name).
         calibration_id: a short string naming the calibration set (e.g. a hash of its
             file list); part of the cache key of quantised artefacts and of ``info``.
@@ -221,6 +224,25 @@ def cpu_name() -> str:
 def base_info(toolchain: str, versions: dict, settings: dict, **extra) -> dict:
     return {"toolchain": toolchain, "versions": versions, "settings": settings,
             "threads": num_threads(), "cpu": cpu_name(), **extra}
+
+
+def on_device(m: torch.nn.Module, device: str):
+    """A callable running ``m`` (already on ``device``) on a CPU batch copied to ``device``."""
+    if device == "cpu":
+        return m
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return m(x.to(device, non_blocking=True))
+
+    return run
+
+
+def device_extra(device: str) -> dict:
+    """``info`` fields of a deployment that runs on ``device``: nothing on the CPU (as before);
+    on a GPU ``device`` and the GPU's name."""
+    if device == "cpu":
+        return {}
+    return {"device": device, "gpu": torch.cuda.get_device_name(torch.device(device))}
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:

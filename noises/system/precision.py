@@ -39,8 +39,10 @@ from robustbench_sys.noises.system.deploy import (
     Deployed,
     artefact_dir,
     base_info,
+    device_extra,
     export_dynamic_batch,
     frozen_copy,
+    on_device,
     onnx_export,
     quiet_exporters,
     torch_versions,
@@ -51,8 +53,10 @@ from robustbench_sys.noises.system.deploy import (
 @register("precision", "fp32", params={"dtype": "float32", "runtime": "torch eager"},
           versions=torch_versions)
 def fp32(model: torch.nn.Module, ctx: DeployContext) -> Deployed:
-    """PyTorch eager float32: the reference precision."""
-    return Deployed(frozen_copy(model), base_info("torch-eager", torch_versions(), {"dtype": "float32"}))
+    """PyTorch eager float32: the reference precision (on ``ctx.device``)."""
+    m = frozen_copy(model).to(ctx.device)
+    return Deployed(on_device(m, ctx.device), base_info("torch-eager", torch_versions(), {"dtype": "float32"},
+                                                         **device_extra(ctx.device)), keep=m)
 
 
 #: read by the tests only: the reference precision equals eager exactly
@@ -61,16 +65,17 @@ fp32.test_settings = {"exact": True}
 
 def _make_cast(dtype: torch.dtype, label: str):
     def deploy(model: torch.nn.Module, ctx: DeployContext) -> Deployed:
-        m = frozen_copy(model).to(dtype)
+        m = frozen_copy(model).to(ctx.device).to(dtype)
 
         def run(x: torch.Tensor) -> torch.Tensor:
-            return m(x.to(dtype))
+            return m(x.to(ctx.device).to(dtype))
 
         return Deployed(run, base_info("torch-eager", torch_versions(),
-                                       {"dtype": label, "method": f"model.to({dtype}); input cast"}),
+                                       {"dtype": label, "method": f"model.to({dtype}); input cast"},
+                                       **device_extra(ctx.device)),
                         keep=m)
 
-    deploy.__doc__ = f"Weights and activations cast to {label}, PyTorch eager on the CPU."
+    deploy.__doc__ = f"Weights and activations cast to {label}, PyTorch eager on ``ctx.device`` (the CPU by default)."
     return deploy
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Union
@@ -11,17 +12,20 @@ import pandas as pd
 from robustbench_sys import zoo
 from robustbench_sys.alloc import tune_allocator
 from robustbench_sys.data import Dataset, load_dataset
+from robustbench_sys.devices import check_onnx_device, resolve_device
 from robustbench_sys.errors import UserError
 from robustbench_sys.eval.attack import write_worst_case
 from robustbench_sys.eval.deploy import Calibration
 from robustbench_sys.eval.plan import check_benchmark, check_preprocessed, plan_units
 from robustbench_sys.eval.runner import Runner, run_local
 from robustbench_sys.paths import default_results_dir
-from robustbench_sys.suites import Suite, resolve
+from robustbench_sys.suites import Suite, get_suite, resolve
 from robustbench_sys.zoo.resolve import resolve_model
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger("robustbench_sys.eval")
 
 #: a zoo name or ``.toml`` card, a name (``timm:NAME[.TAG]``, ``torchvision:NAME[.WEIGHTS]``,
 #: ``path/to/model.onnx``, ``python:pkg.module:factory``), a card object, or an ``nn.Module``
@@ -39,7 +43,8 @@ def evaluate(models: Model | Sequence[Model] | None = None,
              preprocess: PreprocessSpec | None = None, checkpoint: str | os.PathLike | None = None,
              name: str | None = None, limit: int | None = None,
              batch_size: int = 32, workers: int | None = None, progress: bool = True,
-             calibration: Data = "foolbox-demo", scheduler: Any = None) -> pd.DataFrame:
+             calibration: Data = "foolbox-demo", scheduler: Any = None, device: str | None = None,
+             speed: bool = True) -> pd.DataFrame:
     """Evaluate models against noise suites; results are appended to the parquet store at ``out``.
 
         >>> evaluate("mobilenet_v2", ["clean", "resize"], "foolbox-demo")          # doctest: +SKIP
@@ -77,6 +82,16 @@ def evaluate(models: Model | Sequence[Model] | None = None,
         workers: preprocessing processes (forked, in lockstep with the model); default one per core,
             at most 16; 0 = in this process.
         calibration: images for post-training quantisation (precision suite), disjoint from ``data``.
+        device: where the models, normalisation and attacks compute: ``"cpu"``, ``"cuda"``,
+            ``"cuda:N"`` or ``"auto"`` (a GPU when there is one; the choice is logged); default
+            the device a suite pins (``device = "..."`` in its file), else ``"cpu"``.  A unit's id
+            includes it unless it is ``cpu``; its spec and summary provenance record it (for a GPU:
+            name, driver, CUDA / cuDNN versions, TF32 / cuDNN-benchmark flags).  See
+            :mod:`robustbench_sys.devices` for what runs where.
+        speed: time each deploy condition (precision / backend / device) and, when the run has
+            one, the model's reference: batch-1 latency p50 / p95 over 50 runs and throughput, in
+            the summary (:mod:`robustbench_sys.eval.speed`).  ``False`` (``--no-speed``) leaves
+            those columns empty; accuracy rows are the same either way.
         scheduler: None runs every unit in this process; ``"local:N"`` starts a Dask
             LocalCluster of N worker processes on 127.0.0.1; ``"tcp://host:8786"`` (or a
             ``distributed.Client``) uses a running Dask cluster, whose workers must see ``out``
@@ -97,6 +112,7 @@ def evaluate(models: Model | Sequence[Model] | None = None,
     if len(dataset) == 0:
         raise UserError(f"--data {data}: no images found")
     conditions = resolve(suite_list)
+    device = _device(device, suite_list)
     runner = Runner(out or default_results_dir(), batch_size=batch_size, workers=workers, progress=progress)
     for card in cards:
         check_benchmark(card, full)
@@ -110,7 +126,9 @@ def evaluate(models: Model | Sequence[Model] | None = None,
             hint = ("; or give --checkpoint PATH (checkpoint= in Python)"
                     if not card.path and card.library in ("timm", "torchvision") else "")
             raise UserError(f"--model {card.name}: weights not available here: {e}{hint}") from None
-        units, skips = plan_units(card, sha, conditions, dataset)
+        if card.library == "onnx":
+            check_onnx_device(card.name, device)
+        units, skips = plan_units(card, sha, conditions, dataset, device, speed=speed)
         for s in skips:
             runner.skip(s)
         plans.append(units)    # the reference first: every other summary pairs with it
@@ -130,6 +148,24 @@ def evaluate(models: Model | Sequence[Model] | None = None,
     out_df.attrs["skipped"] = runner.skipped
     out_df.attrs["out"] = str(runner.store.root)
     return out_df
+
+
+def _device(device: str | None, suite_list: list) -> str:
+    """The run's device: ``device`` when given, else the one the suites pin, else ``cpu``; a pin
+    that disagrees with ``device`` (or with another suite's) is a :class:`UserError`."""
+    pins = {s.name: s.device for s in (x if isinstance(x, Suite) else get_suite(str(x)) for x in suite_list)
+            if getattr(s, "device", None)}
+    if device is None and len(set(pins.values())) > 1:
+        raise UserError("suites pin different devices (" + ", ".join(f"{k}: {v}" for k, v in pins.items())
+                        + "); evaluate them in separate runs or give --device")
+    chosen = resolve_device(device if device is not None else next(iter(pins.values()), None))
+    for name, pin in pins.items():
+        if resolve_device(pin, source=f"suite {name}: device") != chosen:
+            raise UserError(f"suite {name} pins device {pin!r} but this run uses {chosen}; drop --device "
+                            "or the suite's device line")
+    if device is None and pins:   # the default (cpu) and --device are recorded in each unit, not logged
+        log.info("device: %s (pinned by suite %s)", chosen, ", ".join(pins))
+    return chosen
 
 
 def _is_module(obj) -> bool:

@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from robustbench_sys.alloc import tune_allocator
 from robustbench_sys.data import Sample
+from robustbench_sys.noises.stages import pipeline_stages
 from robustbench_sys.pipeline import Pipeline
 from robustbench_sys.results.store import PER_IMAGE_SCHEMA, ResultsStore
 
@@ -95,6 +96,17 @@ def _init_dataloader_worker(_):
 
     tune_allocator()
     torch.set_num_threads(1)
+
+
+def in_process_workers(pipeline: Pipeline, workers: int) -> int:
+    """0 when an image stage of ``pipeline`` computes on a CUDA device (its registry tag
+    ``device = "cuda"``, e.g. ``decoder/nvjpeg``): CUDA cannot run in forked workers, so such a
+    pipeline preprocesses in this process; else ``workers``."""
+    image = {st.name for st in pipeline_stages("image")}
+    if workers and any(n.tags.get("device") == "cuda" for st, n in pipeline.stage_noises() if st in image):
+        log.info("preprocessing in this process: %s computes on the GPU", pipeline.describe())
+        return 0
+    return workers
 
 
 # ---------------------------------------------------------------------- lockstep workers
@@ -196,7 +208,8 @@ def unit_spec(unit) -> dict:
             "suite": unit.condition.suite, "suite_version": unit.condition.suite_version,
             "pipeline": unit.pipeline.spec(), "pipeline_text": unit.pipeline.describe(),
             "dataset": unit.dataset.name, "dataset_root": str(unit.dataset.root),
-            "dataset_fingerprint": unit.dataset.fingerprint, "n_images": len(unit.dataset)}
+            "dataset_fingerprint": unit.dataset.fingerprint, "n_images": len(unit.dataset),
+            "device": getattr(unit, "device", "cpu")}
 
 
 # ---------------------------------------------------------------------- strategies
@@ -221,6 +234,7 @@ class Classify:
 
     def __init__(self, unit, model):
         self.pipeline, self.model = unit.pipeline, model
+        self.device = getattr(unit, "device", "cpu")
 
     def prepare_spec(self, spec: dict, previous: dict) -> dict:
         return spec
@@ -228,9 +242,12 @@ class Classify:
     def score(self, x, samples):
         import torch
 
+        from robustbench_sys.devices import to_device
+
         with torch.inference_mode():
+            x = to_device(x, self.device)   # normalise, forward and softmax on the device
             probs = torch.softmax(self.model(self.pipeline.normalise(x)).float(), dim=1)
-        return probs, [{}] * len(samples)
+        return probs.cpu(), [{}] * len(samples)
 
 
 # ---------------------------------------------------------------------- the loop
@@ -244,6 +261,10 @@ def run_unit(store: ResultsStore, unit, strategy: Strategy, *, run_id: str, batc
     if not todo:
         return
     spec = unit_spec(unit)
+    if spec["device"] != "cpu":   # GPU, driver, CUDA / cuDNN, TF32 / benchmark flags (robustbench_sys.devices)
+        from robustbench_sys.devices import device_info
+
+        spec["device_info"] = device_info(spec["device"])
     if deploy_info is not None:
         spec["deploy_info"] = deploy_info
     previous = store.unit_or_empty(unit.id)
@@ -257,7 +278,7 @@ def run_unit(store: ResultsStore, unit, strategy: Strategy, *, run_id: str, batc
         bar = tqdm(total=len(unit.dataset), initial=len(done), unit="img", dynamic_ncols=True,
                    desc=f"{unit.card.name} {unit.condition.name}", file=sys.stderr, leave=False)
     try:
-        for batch in batches(todo, unit.pipeline, batch_size, workers):
+        for batch in batches(todo, unit.pipeline, batch_size, in_process_workers(unit.pipeline, workers)):
             ok = [(i, x) for i, x, err in batch if x is not None]
             scored = {}
             if ok:

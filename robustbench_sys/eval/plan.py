@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from robustbench_sys import zoo
 from robustbench_sys.data import Dataset
 from robustbench_sys.errors import UserError
 from robustbench_sys.eval.attack import unavailable
+from robustbench_sys.eval.speed import deploy_stage_noises
 from robustbench_sys.noises.stages import pipeline_stages
 from robustbench_sys.pipeline import Pipeline
 from robustbench_sys.suites import Condition
@@ -33,6 +34,11 @@ class Unit:
     condition: Condition
     pipeline: Pipeline
     dataset: Dataset
+    #: where it computes (:func:`robustbench_sys.devices.resolve_device`); part of the id unless ``cpu``
+    device: str = "cpu"
+    #: its deployment's speed is measured (:mod:`robustbench_sys.eval.speed`): a unit with a
+    #: deploy-stage noise, and the model's reference when the run has one
+    timed: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,9 +53,11 @@ class Skip:
         return {"model": self.model, "condition": self.condition, "reason": self.reason}
 
 
-def unit_id(card_name: str, weights_sha: str, dataset: Dataset, pipeline: Pipeline, attack: dict | None = None) -> str:
-    key = json.dumps([card_name, weights_sha, dataset.fingerprint, pipeline.spec()] + ([attack] if attack else []),
-                     sort_keys=True)
+def unit_id(card_name: str, weights_sha: str, dataset: Dataset, pipeline: Pipeline, attack: dict | None = None,
+            device: str = "cpu") -> str:
+    """The unit's id; the device is hashed in only when it is not ``cpu`` (CPU ids stay as they were)."""
+    key = json.dumps([card_name, weights_sha, dataset.fingerprint, pipeline.spec()] + ([attack] if attack else [])
+                     + ([{"device": device}] if device != "cpu" else []), sort_keys=True)
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
@@ -61,8 +69,9 @@ def reference_pipeline(card: zoo.ModelCard, dataset: Dataset) -> Pipeline:
 
 
 def plan_units(card: zoo.ModelCard, weights_sha: str, conditions: list[Condition],
-               dataset: Dataset) -> tuple[list[Unit], list[Skip]]:
-    """The units of one model, reference (clean) first, and the conditions it skips."""
+               dataset: Dataset, device: str = "cpu", *, speed: bool = True) -> tuple[list[Unit], list[Skip]]:
+    """The units of one model on ``device``, reference (clean) first, and the conditions it skips.
+    With ``speed`` the deploy units and (when there is one) the reference are ``timed``."""
     ref = reference_pipeline(card, dataset)
     units: list[Unit] = []
     skips: list[Skip] = []
@@ -79,6 +88,9 @@ def plan_units(card: zoo.ModelCard, weights_sha: str, conditions: list[Condition
             continue
         try:
             pipe = ref.replace(**cond.overrides)
+            if pipe.resize_size > 8192:   # the card limit (zoo.preprocessing), with a condition's geometry
+                raise ValueError(f"input_size / crop_pct = {pipe.input_size} / {pipe.crop_pct} resizes images "
+                                 "to over 8192 pixels a side")
             reason = pipe.check_available()
             if cond.attack and not reason:
                 reason = unavailable(cond.attack)
@@ -90,9 +102,26 @@ def plan_units(card: zoo.ModelCard, weights_sha: str, conditions: list[Condition
         if reason:
             skips.append(Skip(card.name, cond.name, f"unavailable here: {reason}"))
             continue
-        units.append(Unit(unit_id(card.name, weights_sha, dataset, pipe, cond.attack or None), card, weights_sha,
-                          cond, pipe, dataset))
+        if _device_reference(pipe, device):
+            skips.append(Skip(card.name, cond.name, f"same as the model's reference on --device {device} "
+                                                    "(strict fp32 on the GPU; ΔACC 0 by definition)"))
+            continue
+        units.append(Unit(unit_id(card.name, weights_sha, dataset, pipe, cond.attack or None, device), card,
+                          weights_sha, cond, pipe, dataset, device))
+    if speed and any(deploy_stage_noises(u.pipeline) for u in units):
+        units = [replace(u, timed=u.condition.is_clean or bool(deploy_stage_noises(u.pipeline))) for u in units]
     return [u for u in units if u.condition.is_clean] + [u for u in units if not u.condition.is_clean], skips
+
+
+def _device_reference(pipe: Pipeline, device: str) -> bool:
+    """A ``device/*`` deploy noise that is the reference itself on a ``device`` run (``device/cuda-fp32``
+    on ``--device cuda``)."""
+    if not pipe.deploy or not pipe.deploy.startswith("device/"):
+        return False
+    from robustbench_sys import noises
+
+    tags = noises.get(pipe.deploy).tags
+    return tags.get("numerics") == "fp32" and tags.get("device") == device.split(":")[0]
 
 
 def check_benchmark(card: zoo.ModelCard, dataset: Dataset) -> None:

@@ -10,11 +10,13 @@ import time
 import uuid
 
 from robustbench_sys import noises, zoo
+from robustbench_sys.devices import reference_flags
 from robustbench_sys.eval.attack import Attack
 from robustbench_sys.eval.deploy import Calibration, deploy
 from robustbench_sys.eval.loop import Classify, preprocess_workers, run_unit
 from robustbench_sys.eval.plan import Skip, Unit
 from robustbench_sys.eval.scoring import summarise
+from robustbench_sys.eval.speed import measure_unit, wants_speed
 from robustbench_sys.results.store import ResultsStore
 
 log = logging.getLogger("robustbench_sys.eval")
@@ -67,14 +69,22 @@ class Runner:
             models.clear()
             model = models[key] = zoo.load_model(unit.card)
         try:
-            deployed = deploy(model, unit, calib)
+            deployed = deploy(model, unit, calib, cache=models)   # on unit.device (robustbench_sys.devices)
         except noises.NotApplicable as e:
             return f"not applicable: {e}"
         self.deploy_info[unit.id] = getattr(deployed, "info", {})
         strategy = Attack(unit, deployed, self.store) if unit.condition.attack else Classify(unit, deployed)
-        run_unit(self.store, unit, strategy, run_id=self.run_id, batch_size=self.batch_size,
-                 workers=self.workers, progress=self.progress, deploy_info=self.deploy_info[unit.id])
+        with reference_flags(unit.device):   # strict fp32 on a GPU (TF32 / cuDNN benchmark off), restored after
+            if wants_speed(unit):   # the deployment's latency / throughput, as it runs (eval.speed)
+                self.deploy_info[unit.id] = {**self.deploy_info[unit.id], "speed": self._speed(unit, deployed)}
+            run_unit(self.store, unit, strategy, run_id=self.run_id, batch_size=self.batch_size,
+                     workers=self.workers, progress=self.progress, deploy_info=self.deploy_info[unit.id])
         return None
+
+    def _speed(self, unit: Unit, deployed) -> dict:
+        """The unit's speed record: the one a killed run of this unit already stored, else measured now."""
+        kept = self.store.unit_or_empty(unit.id).get("deploy_info", {}).get("speed")
+        return kept or measure_unit(deployed, unit, self.batch_size)
 
     def summarise(self, unit: Unit, ref: Unit) -> None:
         """Write the unit's summary row (paired with the model's reference unit)."""

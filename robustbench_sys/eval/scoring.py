@@ -7,7 +7,9 @@ import json
 
 import pandas as pd
 
+from robustbench_sys.devices import device_info
 from robustbench_sys.eval.attack import summary_fields
+from robustbench_sys.eval.speed import summary_fields as speed_fields
 from robustbench_sys.metrics import paired
 from robustbench_sys.provenance import environment
 from robustbench_sys.results.store import ResultsStore
@@ -23,6 +25,10 @@ def summarise(store: ResultsStore, unit, ref, *, run_id: str, deploy_info: dict)
     k1, k5 = int(ok.correct.sum()), int(ok.correct5.sum())
     lo, hi = paired.wilson_interval(k1, n)
     env = environment()
+    device = getattr(unit, "device", "cpu")
+    dev = {"device": device}
+    if device != "cpu":   # recorded where the unit ran (a Dask client may have no GPU)
+        dev = store.unit_or_empty(unit.id).get("device_info") or device_info(device)
     row = {
         "unit_id": unit.id, "run_id": run_id, "model": unit.card.name, "arch": unit.card.arch,
         "condition": unit.condition.name, "family": unit.condition.family,
@@ -39,8 +45,9 @@ def summarise(store: ResultsStore, unit, ref, *, run_id: str, deploy_info: dict)
         "reference_pipeline": ref.pipeline.spec_json(),
         "weights_sha256": unit.weights_sha256,
         "deploy_info": json.dumps(deploy_info, sort_keys=True, default=str),
+        **speed_fields(deploy_info),   # latency / throughput of a deploy condition or the reference (eval.speed)
         "tags": json.dumps(unit.card.tags, sort_keys=True),
-        "provenance": json.dumps({**env, "noise_versions": unit.pipeline.noise_versions()},
+        "provenance": json.dumps({**env, "noise_versions": unit.pipeline.noise_versions(), **dev},
                                  sort_keys=True, default=str),
         "run_ids": json.dumps(sorted(set(rows.run_id))),
         "created_at": pd.Timestamp.now(tz="UTC").isoformat(),

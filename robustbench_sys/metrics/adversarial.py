@@ -28,6 +28,12 @@ Worked example (4 images; the model gets 3 right, the attack breaks 1 of them)::
 
 Validity flags in the spirit of AutoAttack's checks (``autoattack/checks.py``): they do
 not change a number, they say when it should not be trusted — see :func:`validity_flags`.
+Three compare attacks on the same images, from per-image arrays alone (the evaluator feeds
+them the stored rows, :func:`robustbench_sys.eval.attack.write_worst_case`), with AutoAttack's
+tolerance :data:`ALPHA` (0.2 pp): :func:`check_black_box_lowers_robust_accuracy` (Square
+succeeding after the gradient attacks), :func:`check_budget_monotone` (a larger eps or more
+steps leaving a higher robust accuracy) and :func:`check_transfer_beats_white_box` (a transfer
+attack from another model beating the white-box one).
 """
 
 from __future__ import annotations
@@ -37,10 +43,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Flag", "attack_robustness", "check_black_box_beats_white_box", "check_nondeterminism",
-           "check_perturbation", "check_probability_outputs", "check_randomized", "check_zero_gradients",
-           "perturbation_norms", "robust_accuracy", "validity_flags", "worst_case_attack_robustness",
-           "worst_case_robust_accuracy"]
+__all__ = ["ALPHA", "Flag", "attack_robustness", "check_black_box_beats_white_box",
+           "check_black_box_lowers_robust_accuracy", "check_budget_monotone", "check_nondeterminism",
+           "check_perturbation", "check_probability_outputs", "check_randomized", "check_transfer_beats_white_box",
+           "check_zero_gradients", "perturbation_norms", "robust_accuracy", "validity_flags",
+           "worst_case_attack_robustness", "worst_case_robust_accuracy"]
 
 
 def _bool(a, name: str) -> np.ndarray:
@@ -162,6 +169,145 @@ def check_black_box_beats_white_box(white_box_correct, black_box_correct, *, mar
                 f"black-box leaves {nb}, white-box {nw} of {w.size} images correct"
                 + ("; suspect gradient masking" if raised else ""),
                 {"white_box_correct": nw, "black_box_correct": nb, "fooled_only_by_black_box": int((w & ~b).sum())})
+
+
+#: AutoAttack's tolerance (``autoattack/checks.py``, ``check_square_sr(acc_dict, alpha=0.002)``): a
+#: robust-accuracy difference of at most 0.2 percentage points is not reported
+ALPHA = 0.002
+
+
+def _triple(clean, first, second, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    c = _bool(clean, "clean_correct")
+    a, b = _bool(first, names[0]), _bool(second, names[1])
+    if not (c.shape == a.shape == b.shape):
+        raise ValueError(f"clean_correct ({c.size}), {names[0]} ({a.size}) and {names[1]} ({b.size}) "
+                         "must cover the same images")
+    if c.size == 0:
+        raise ValueError("no images: robust accuracy of an empty set is undefined")
+    return c, a, b
+
+
+def check_black_box_lowers_robust_accuracy(clean_correct, white_box_correct, black_box_correct, *,
+                                           alpha: float = ALPHA, black_box: str = "black-box attack") -> Flag:
+    """AutoAttack's Square check (``autoattack/checks.py``, ``check_square_sr``): raised when
+    adding the black-box attack to the white-box ones lowers the robust accuracy by more than
+    ``alpha`` (0.2 pp).  A score-based attack that needs no gradient should not succeed where
+    gradient attacks with the same budget failed; when it does, the gradients are likely masked.
+
+    ``white_box_correct``: per image, still correct after every white-box attack (their worst
+    case); ``black_box_correct``: still correct after the black-box attack (on its own, or only
+    where it was run, as AutoAttack runs Square on the images the others left).  The two robust
+    accuracies compared are ``RA_w = robust_accuracy(clean, white)`` and
+    ``RA_all = worst_case_robust_accuracy(clean, [white, black])``; the flag says
+    ``RA_w - RA_all`` in percentage points, as AutoAttack's warning "Square Attack has decreased
+    the robust accuracy of 1.60 %".  Like AutoAttack's checks it never changes a number.
+
+    Worked example (5 images, all correct before; the white-box attacks break 1, the black-box
+    one breaks another)::
+
+        >>> f = check_black_box_lowers_robust_accuracy([1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 1, 1, 0, 1])
+        >>> f.raised, f.values["decrease_pp"]      # RA 80 % -> 60 %
+        (True, 20.0)
+    """
+    c, w, b = _triple(clean_correct, white_box_correct, black_box_correct, ("white_box_correct", "black_box_correct"))
+    kw, kall = int((c & w).sum()), int((c & w & b).sum())
+    ra_w, ra_all = kw / c.size, kall / c.size
+    drop = (kw - kall) / c.size
+    raised = drop > alpha + 1e-12
+    detail = (f"{black_box} has decreased the robust accuracy of {100 * drop:.2f} pp "
+              f"({100 * ra_w:.2f} % -> {100 * ra_all:.2f} % on {c.size} images)")
+    return Flag("black_box_lowers_robust_accuracy", raised,
+                detail + ("; suspect gradient masking" if raised else ""),
+                {"robust_acc_white_box": ra_w, "robust_acc_with_black_box": ra_all, "decrease_pp": 100 * drop,
+                 "n_images": int(c.size), "n_broken_only_by_black_box": int((c & w & ~b).sum())})
+
+
+def check_transfer_beats_white_box(clean_correct, white_box_correct, transfer_correct, *, alpha: float = ALPHA,
+                                   source: str = "another model") -> Flag:
+    """Raised when a transfer attack (adversarial images crafted on ``source`` and scored on
+    this model) leaves a lower robust accuracy than the white-box attacks on the model itself,
+    by more than ``alpha``: a white-box attack that knows the model should be at least as
+    strong, so its gradients are likely masked (Athalye et al. 2018; Carlini et al. 2019,
+    "On evaluating adversarial robustness", §5).  Compares
+    ``robust_accuracy(clean, transfer)`` with ``robust_accuracy(clean, white)``.
+
+    Worked example (4 images, all correct before; white-box breaks 1, the transfer 3)::
+
+        >>> f = check_transfer_beats_white_box([1, 1, 1, 1], [1, 1, 1, 0], [1, 0, 0, 0])
+        >>> f.raised, f.values["decrease_pp"]      # RA 75 % (white-box) vs 25 % (transfer)
+        (True, 50.0)
+    """
+    c, w, t = _triple(clean_correct, white_box_correct, transfer_correct, ("white_box_correct", "transfer_correct"))
+    kw, kt = int((c & w).sum()), int((c & t).sum())
+    ra_w, ra_t = kw / c.size, kt / c.size
+    drop = (kw - kt) / c.size
+    raised = drop > alpha + 1e-12
+    return Flag("transfer_beats_white_box", raised,
+                f"transfer attack from {source} leaves {100 * ra_t:.2f} %, the white-box attacks "
+                f"{100 * ra_w:.2f} % robust accuracy on {c.size} images"
+                + (f": {100 * drop:.2f} pp lower; suspect gradient masking" if raised else ""),
+                {"robust_acc_white_box": ra_w, "robust_acc_transfer": ra_t, "decrease_pp": 100 * drop,
+                 "n_images": int(c.size)})
+
+
+def check_budget_monotone(entries: Sequence[dict], *, alpha: float = ALPHA) -> Flag:
+    """Raised when a larger attack budget leaves a **higher** robust accuracy (by more than
+    ``alpha``) than a smaller one on the same images: a stronger attack of the same kind must
+    not do worse (Carlini et al. 2019, "On evaluating adversarial robustness": increasing the
+    distortion bound or the iterations must increase the attack's success; a plateau or a rise
+    points at masked gradients or a broken attack).
+
+    ``entries``: one dict per attack run of the same attack and parameters but its budget,
+    ``{"label": str, "eps": float, "steps": int | None, "clean": bools, "adv": bools}``, all
+    over the same images.  Entry B *dominates* A when ``eps_B >= eps_A`` and ``steps_B >= steps_A``
+    (a missing steps counts as equal) with at least one strictly larger; every dominated pair
+    is compared by ``robust_accuracy(clean, adv)``.  The flag names the largest rise.
+
+    Worked example (robust accuracy 50 % at eps 0.1, 75 % at eps 0.3: a rise of 25 pp)::
+
+        >>> e = [{"label": "eps 0.1", "eps": 0.1, "steps": 10, "clean": [1, 1, 1, 1], "adv": [1, 1, 0, 0]},
+        ...      {"label": "eps 0.3", "eps": 0.3, "steps": 10, "clean": [1, 1, 1, 1], "adv": [1, 1, 1, 0]}]
+        >>> f = check_budget_monotone(e)
+        >>> f.raised, f.values["rise_pp"]
+        (True, 25.0)
+    """
+    k: list[int] = []
+    n = 0
+    for i, e in enumerate(entries):
+        c, a = _pair(e["clean"], e["adv"])
+        if i and c.size != n:
+            raise ValueError(f"entries[{i}] covers {c.size} images, entries[0] {n}: compare on the same images")
+        n = c.size
+        k.append(int((c & a).sum()))
+    ra = [x / n for x in k] if n else []
+    worst: tuple[float, int, int] | None = None
+    n_pairs = 0
+    for i, small in enumerate(entries):
+        for j, large in enumerate(entries):
+            s_steps = small.get("steps")
+            l_steps = large.get("steps")
+            steps_ge = s_steps is None or l_steps is None or l_steps >= s_steps
+            steps_gt = s_steps is not None and l_steps is not None and l_steps > s_steps
+            eps_ge, eps_gt = large["eps"] >= small["eps"], large["eps"] > small["eps"]
+            if i == j or not (eps_ge and steps_ge and (eps_gt or steps_gt)):
+                continue
+            n_pairs += 1
+            rise = (k[j] - k[i]) / n
+            if worst is None or rise > worst[0]:
+                worst = (rise, i, j)
+    if worst is None:
+        return Flag("robust_accuracy_not_monotone", False, "no two budgets of the same attack to compare",
+                    {"n_pairs": 0})
+    rise, i, j = worst
+    raised = rise > alpha + 1e-12
+    detail = (f"robust accuracy {100 * ra[i]:.2f} % at {entries[i]['label']} vs {100 * ra[j]:.2f} % at the larger "
+              f"{entries[j]['label']} ({100 * rise:+.2f} pp) on {n} images")
+    return Flag("robust_accuracy_not_monotone", raised,
+                (detail + "; a larger budget must not raise robust accuracy: suspect gradient masking")
+                if raised else f"robust accuracy does not rise with the budget over {n_pairs} pair(s); "
+                               f"largest change {detail}",
+                {"n_pairs": n_pairs, "rise_pp": 100 * rise, "smaller": entries[i]["label"],
+                 "larger": entries[j]["label"]})
 
 
 def check_nondeterminism(adv_run1, adv_run2, *, atol: float = 0.0) -> Flag:

@@ -10,7 +10,10 @@ Every ranked figure carries its number of images ``n`` and a 95% interval:
   in the store): **mean ΔACC** over the family's options (lower is better; the rank metric) and
   **max ΔACC** (the worst option; ranked too, shown next to it).  Adversarial families also show
   ``robust acc %`` (RobustBench robust accuracy of the strongest option) and ``WCAR %``
-  (RobustART's worst-case attack robustness, the lowest over the family's budgets).
+  (RobustART's worst-case attack robustness, the lowest over the family's budgets), and
+  ``validity flags``: ⚠ and the names of the AutoAttack-style validity flags raised on any of
+  the model's options (black-box attack lowering robust accuracy, robust accuracy rising with
+  the budget, a transfer attack beating the white-box one, ...); flags change no figure.
 - ``imagenet-s`` (decoder x resize pairs) also shows RobustART's std of top-1 over the pairs
   (the model's own pair, its clean run, included).
 - ``natural`` (ImageNet-C, all 15 x 5 present) is ranked by **mCE** instead (AlexNet-normalised,
@@ -71,6 +74,8 @@ from robustbench_sys.noises.stages import full_key, pipeline_stages
 from robustbench_sys.results import store
 
 CLEAN = "clean"
+#: marks an adversarial row with raised validity flags (column ``validity flags``)
+FLAG_MARK = "⚠"
 IMAGENET_S = "imagenet-s"
 NATURAL = "natural"
 REQUIRED = ("model", "condition", "family", "dataset_fingerprint", "n_images", "suite_version",
@@ -117,14 +122,6 @@ def _rank_frame(df: pd.DataFrame, value: str, low: str, high: str, higher_is_bet
     counts = pd.Series(r).value_counts()
     df[prefix + "tied"] = [bool(counts[x] > 1) for x in r]
     return df
-
-
-def pareto_front(x, y) -> np.ndarray:
-    """Boolean mask of points not dominated (another point >= in both and > in one), both maximised."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    ge = (x[None, :] >= x[:, None]) & (y[None, :] >= y[:, None])
-    gt = (x[None, :] > x[:, None]) | (y[None, :] > y[:, None])
-    return ~(ge & gt).any(axis=1)
 
 
 # ---------------------------------------------------------------------- preparation
@@ -286,6 +283,10 @@ def _family_entries(fam: str, g: pd.DataFrame) -> pd.DataFrame:
             if "robust_acc" in m and m.robust_acc.notna().all():   # adversarial family: RobustBench / RobustART
                 row.update({"robust acc %": 100 * float(m.robust_acc.min()),
                             "WCAR %": 100 * float(m.wcar.min()) if "wcar" in m else float("nan")})
+                # AutoAttack-style validity flags raised on any option (eval.attack: summary_fields and
+                # write_worst_case); they change no figure, they say which should not be trusted
+                raised = m.validity_raised.dropna() if "validity_raised" in m else []
+                row["validity"] = ",".join(sorted({n for v in raised for n in str(v).split(",") if n}))
             if fam == IMAGENET_S:   # RobustART: std of top-1 over the decoder x resize pairs
                 top1 = m.top1.to_numpy(dtype=float)
                 own = "reference_option" in m and bool(m.reference_option.any())   # own pair already a row
@@ -453,6 +454,9 @@ def display_frame(lb: Leaderboard, family: str) -> pd.DataFrame:
         for c in ("robust acc %", "WCAR %"):   # adversarial families: lowest over the options / budgets
             if c in g:
                 out[c] = g[c].round(2)
+        if "validity" in g:   # adversarial families: a visible marker and the names of the raised flags
+            out["validity flags"] = [f"{FLAG_MARK} {v}" if isinstance(v, str) and v else ""
+                                     for v in g["validity"]]
         if "std top1 pp" in g:
             out["std top1 pp"] = g["std top1 pp"].round(2)
         if "mCE %" in g and g["mCE %"].notna().any():

@@ -9,8 +9,8 @@ from typing import cast
 
 import pandas as pd
 
-from robustbench_sys.noises.stages import get_stage, short_name
 from robustbench_sys.metrics import paired as metrics
+from robustbench_sys.noises.stages import get_stage, pipeline_stages, short_name
 
 
 def order(summaries: pd.DataFrame) -> pd.DataFrame:
@@ -91,6 +91,100 @@ def adversarial_table(summaries: pd.DataFrame) -> pd.DataFrame:
         "AR %": (100 * s.attack_robustness).round(2), "WCAR %": (100 * s.wcar).round(2),
         "norm": s.norm, "eps": s.eps.round(6), "max pert": s.max_perturbation.round(6),
         "flags": [v or "-" for v in s.validity_raised],
+    }).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------- deployments (issue 14, item 3)
+_DEPLOY_COLS = ["dataset", "model", "condition", "deploy", "reference", "n", "delta_acc", "delta_ci_low",
+                "delta_ci_high", "flip_rate", "latency_p50_ms", "latency_p95_ms", "throughput_ips",
+                "speedup_throughput", "speedup_latency", "device", "threads", "batch_size", "load1", "cores",
+                "shared_machine", "on_front"]
+
+
+def deploy_noises(pipeline_json: str) -> list[str]:
+    """The deploy-stage noises (stages called as ``deploy``: precision, backend, device) of a
+    stored pipeline spec."""
+    spec = json.loads(pipeline_json)
+    return [spec[st.name] for st in pipeline_stages("model") if st.call == "deploy" and spec.get(st.name)]
+
+
+def deploy_rows(summaries: pd.DataFrame) -> pd.DataFrame:
+    """Per (data set, model): the reference (clean) row and every deploy condition (a pipeline
+    with a deploy-stage noise), one tidy row each with ΔACC [CI], flip rate, the measured speed
+    (:mod:`robustbench_sys.eval.speed`), the speed-up against the reference (throughput ratio
+    ``throughput / reference throughput`` and latency ratio ``reference p50 / p50``; above 1 =
+    faster) and ``on_front``: on the Pareto front of accuracy loss (ΔACC) vs throughput speed-up
+    (:func:`robustbench_sys.results.pareto.pareto_front`).  With several reference rows (runs on
+    several devices in one store) a condition is compared with the one measured on its device,
+    else the first.  Speed figures are NaN where a unit has no measurement (an older store)."""
+    from robustbench_sys.results.pareto import pareto_front
+
+    if summaries.empty or "pipeline" not in summaries:
+        return pd.DataFrame(columns=_DEPLOY_COLS)
+    s = summaries.copy()
+    for col in ("latency_p50_ms", "latency_p95_ms", "throughput_ips", "speed_batch_size", "speed_threads",
+                "speed_load1", "speed_cores", "speed_shared_machine"):
+        if col not in s:
+            s[col] = float("nan")
+    if "speed_device" not in s:
+        s["speed_device"] = None
+    noises_of = [deploy_noises(p) for p in s.pipeline]
+    keep = [c == "clean" or bool(d) for c, d in zip(s.condition, noises_of)]
+    s = s.assign(deploy_noise=[" + ".join(d) for d in noises_of])[keep]
+    out: list[dict] = []
+    for (ds, model), g in s.groupby(["dataset", "model"], sort=True):
+        refs = g[g.condition == "clean"]
+        rows = []
+        for r in order(g).itertuples(index=False):
+            same = refs[refs.speed_device == r.speed_device] if len(refs) > 1 else refs
+            ref = (same if len(same) else refs).iloc[0] if len(refs) else None
+            nan = float("nan")
+            thr, p50 = float(r.throughput_ips), float(r.latency_p50_ms)
+            rows.append({
+                "dataset": ds, "model": model, "condition": r.condition, "deploy": r.deploy_noise or "-",
+                "reference": r.condition == "clean", "n": int(r.n_images), "delta_acc": float(r.delta_acc),
+                "delta_ci_low": float(r.delta_ci_low), "delta_ci_high": float(r.delta_ci_high),
+                "flip_rate": float(r.flip_rate), "latency_p50_ms": p50, "latency_p95_ms": float(r.latency_p95_ms),
+                "throughput_ips": thr,
+                "speedup_throughput": thr / float(ref.throughput_ips) if ref is not None else nan,
+                "speedup_latency": float(ref.latency_p50_ms) / p50 if ref is not None else nan,
+                "device": r.speed_device, "threads": float(r.speed_threads), "batch_size": float(r.speed_batch_size),
+                "load1": float(r.speed_load1), "cores": float(r.speed_cores),
+                "shared_machine": bool(r.speed_shared_machine == 1)})
+        front = {c for c, _, _ in pareto_front((x["condition"], x["delta_acc"], x["speedup_throughput"])
+                                               for x in rows)}
+        out.extend({**x, "on_front": x["condition"] in front} for x in rows)
+    return pd.DataFrame(out, columns=_DEPLOY_COLS)
+
+
+def deploy_table(summaries: pd.DataFrame) -> pd.DataFrame:
+    """``results show --by deploy``: per model the reference and every deploy condition with
+    ΔACC pp [95% CI], flip %, latency p50 / p95 (ms, batch 1), throughput (img/s at the run's
+    batch size), speed-up against the reference (throughput ratio and latency ratio), the device
+    and thread count, the Pareto-front marker (``*``: no other option loses less accuracy and is
+    faster) and ``shared`` when the figures were measured on a shared machine
+    (:func:`robustbench_sys.eval.speed.is_shared`)."""
+    r = deploy_rows(summaries)
+    if r.empty:
+        return pd.DataFrame()
+
+    def num(v, fmt: str) -> str:
+        return "-" if pd.isna(v) else format(v, fmt)
+
+    return pd.DataFrame({
+        "dataset": r.dataset, "model": r.model, "condition": r.condition, "deploy": r.deploy, "n": r.n,
+        "ΔACC pp": (100 * r.delta_acc).round(2),
+        "ΔACC 95% CI": [f"[{100 * a:+.1f}, {100 * b:+.1f}]" for a, b in zip(r.delta_ci_low, r.delta_ci_high)],
+        "flip %": (100 * r.flip_rate).round(2),
+        "p50 ms": [num(v, ".2f") for v in r.latency_p50_ms], "p95 ms": [num(v, ".2f") for v in r.latency_p95_ms],
+        "img/s": [num(v, ".1f") for v in r.throughput_ips],
+        "speed-up thr": [num(v, ".2f") + ("x" if pd.notna(v) else "") for v in r.speedup_throughput],
+        "speed-up lat": [num(v, ".2f") + ("x" if pd.notna(v) else "") for v in r.speedup_latency],
+        "device": [d if isinstance(d, str) and d else "-" for d in r.device],
+        "threads": [num(v, ".0f") for v in r.threads],
+        "front": ["*" if f else "" for f in r.on_front],
+        "machine": [f"shared (load {x.load1:.1f} / {x.cores:.0f} cores)" if x.shared_machine
+                    else ("-" if pd.isna(x.load1) else "ok") for x in r.itertuples(index=False)],
     }).reset_index(drop=True)
 
 

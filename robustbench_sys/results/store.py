@@ -370,6 +370,12 @@ SUMMARY_SCHEMA = pa.schema([
     ("pipeline", pa.string()), ("pipeline_text", pa.string()), ("reference_pipeline", pa.string()),
     ("weights_sha256", pa.string()), ("deploy_info", pa.string()), ("tags", pa.string()),
     ("provenance", pa.string()), ("run_ids", pa.string()), ("created_at", pa.string()),
+    # the speed of a deploy condition or of the reference (eval.speed): NaN / null where not measured;
+    # float64 throughout (also counts and the shared-machine flag: 1.0 / 0.0) so that a store mixing
+    # measured and unmeasured units reads back with one dtype
+    ("latency_p50_ms", pa.float64()), ("latency_p95_ms", pa.float64()), ("throughput_ips", pa.float64()),
+    ("speed_batch_size", pa.float64()), ("speed_device", pa.string()), ("speed_threads", pa.float64()),
+    ("speed_load1", pa.float64()), ("speed_cores", pa.float64()), ("speed_shared_machine", pa.float64()),
     # adversarial units (eval.attack.summary_fields / write_worst_case)
     ("attack", pa.string()), ("attack_params", pa.string()), ("eps", pa.float64()), ("norm", pa.string()),
     ("n_clean_correct", pa.int64()), ("clean_acc", pa.float64()), ("robust_acc", pa.float64()),
