@@ -87,3 +87,27 @@ def test_device_noise_suite_runs(tmp_path, imagenet_sample, device):
         _figure(f"{cond} vs {'cuda' if device else 'cpu'} reference", df[df.condition == cond].iloc[0])
     assert {"device/tf32", "device/cudnn-benchmark", "device/autocast-fp16", "device/half"} <= ran
     assert (df.n_paired == N).all()
+
+
+def test_gpu_resize_matches_cpu_kernel_closely(imagenet_sample):
+    """resize/torch-bilinear-aa-cuda: the same interpolation on the GPU; its output differs from
+    the CPU kernel only by float rounding (printed, with the largest difference)."""
+    import numpy as np
+
+    from robustbench_sys import noises
+
+    data = sorted(imagenet_sample.glob("*.JPEG"))[0].read_bytes()
+    rgb = noises.get("decoder/pil")(data)
+    cpu = noises.get("resize/torch-bilinear-aa")(rgb, (256, 256))
+    gpu = noises.get("resize/torch-bilinear-aa-cuda")(rgb, (256, 256))
+    diff = float(np.abs(cpu - gpu).max())
+    print(f"\nGPU-FIGURE resize torch-bilinear-aa GPU vs CPU: max |diff| {diff:.3g} (0..255 scale)")
+    assert gpu.shape == cpu.shape and diff < 0.5
+
+
+def test_gpu_resize_condition_runs(tmp_path, imagenet_sample):
+    df = evaluate(MODEL, [_suite("resize-cuda", resize="resize/torch-bilinear-aa-cuda")], imagenet_sample, tmp_path,
+                  limit=N, progress=False, device="cuda")
+    row = df[df.condition == "gpu/resize-cuda"].iloc[0]
+    assert row.n_paired == N
+    _figure(f"torch bilinear-aa resize on the GPU vs PIL bilinear, {MODEL}", row)

@@ -105,19 +105,32 @@ for _interp in _CV2_FLAGS:
 
 
 # --------------------------------------------------------------------------- torch
-def _make_torch(mode: str, antialias: bool):
+def _make_torch(mode: str, antialias: bool, device: str = "cpu"):
     def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         import torch
         import torch.nn.functional as F
 
-        x = torch.from_numpy(np.array(_as_uint8_rgb(img), copy=True)).permute(2, 0, 1)[None].float()
+        if device != "cpu" and not torch.cuda.is_available():
+            raise RuntimeError(f"resize/torch-{mode}-cuda: {_cuda_reason()}")
+        x = torch.from_numpy(np.array(_as_uint8_rgb(img), copy=True)).permute(2, 0, 1)[None].to(device).float()
         w, h = size
         y = F.interpolate(x, size=(int(h), int(w)), mode=mode, align_corners=False, antialias=antialias)
-        return y[0].permute(1, 2, 0).contiguous().numpy()
+        return y[0].permute(1, 2, 0).contiguous().cpu().numpy()
 
     resize.__doc__ = (f"torch.nn.functional.interpolate mode={mode} antialias={antialias} on float32 "
-                      "(output float32, 0..255 scale, not rounded or clamped).")
+                      + (f"on the GPU ({device}; the result is copied back) " if device != "cpu" else "")
+                      + "(output float32, 0..255 scale, not rounded or clamped).")
     return resize
+
+
+def _cuda_reason() -> str:
+    return "needs a CUDA GPU (torch.cuda.is_available() is False)"
+
+
+def _cuda_available() -> str | None:
+    import torch
+
+    return None if torch.cuda.is_available() else _cuda_reason()
 
 
 for _mode in ("bilinear", "bicubic"):
@@ -125,3 +138,9 @@ for _mode in ("bilinear", "bicubic"):
         register("resize", f"torch-{_mode}{'-aa' if _aa else ''}",
                  params={"library": "torch", "interpolation": _mode, "antialias": _aa},
                  versions=_torch_versions)(_make_torch(_mode, _aa))
+        # the same interpolation on the GPU: the GPU's kernels against the CPU's (tagged device=cuda:
+        # the evaluator preprocesses such a pipeline in its own process, CUDA being unusable in forks)
+        register("resize", f"torch-{_mode}{'-aa' if _aa else ''}-cuda",
+                 params={"library": "torch", "interpolation": _mode, "antialias": _aa, "device": "cuda"},
+                 available=_cuda_available, versions=_torch_versions,
+                 tags={"device": "cuda"})(_make_torch(_mode, _aa, "cuda"))
