@@ -16,6 +16,7 @@ problems (empty, still being written, corrupt files) are shown as messages in th
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -45,7 +46,7 @@ def results_arg() -> str:
 
 
 def store_signature(root: str) -> tuple:
-    """(name, mtime_ns, size) of every summary / unit file and per-image folder: the cache key."""
+    """A digest of (name, mtime_ns, size) of every summary / unit file and per-image folder: the cache key."""
     r = Path(root)
     sig = []
     for sub in ("summaries", "units", "per_image"):
@@ -56,7 +57,7 @@ def store_signature(root: str) -> tuple:
                     if not e.name.startswith("."):
                         st_ = e.stat()
                         sig.append((sub, e.name, st_.st_mtime_ns, st_.st_size))
-    return tuple(sorted(sig))
+    return (hashlib.sha1(repr(sorted(sig)).encode()).hexdigest(),)   # one short key: st.cache_data hashes it per call
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

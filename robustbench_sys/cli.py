@@ -60,8 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: one per core, at most 16)")
     ev.add_argument("--no-progress", action="store_true")
     ev.add_argument("--scheduler", default=None,
-                    help="run the units on Dask: local:N (N worker processes on 127.0.0.1) or a scheduler "
-                         "address tcp://host:8786 whose workers share --out and --data paths")
+                    help="run the units on Dask: local:N (N worker processes on 127.0.0.1), a scheduler "
+                         "address tcp://host:8786 whose workers share --out and --data paths, or "
+                         "jobqueue:CLUSTER.toml|.yaml (SLURM / PBS / SGE / LSF through dask-jobqueue; README)")
+    ev.add_argument("--plan", action="store_true",
+                    help="run nothing, write nothing: print the units (new / partial / finished / skipped), "
+                         "images, shared pipeline prefixes and a wall-time estimate from a few seconds' "
+                         "calibration on this machine")
     ev.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
     ev.add_argument("--no-speed", action="store_true",
                     help="do not time the deploy conditions (latency p50/p95, throughput; on by default)")
@@ -276,6 +281,17 @@ def _cmd_eval(a) -> int:
             raise UserError(f"{opt} {v}: must be at least 1")
     if a.workers is not None and a.workers < 0:
         raise UserError(f"--workers {a.workers}: must be 0 (in this process) or more")
+    if a.scheduler is not None:   # a bad scheduler (or jobqueue config) fails before anything runs
+        from robustbench_sys.eval.executors import check_scheduler
+
+        check_scheduler(a.scheduler)
+    if a.plan:
+        plan = evaluate(suites=a.suite, data=a.data, out=a.out,
+                        **eval_model_kwargs(a.model, a.checkpoint, a.preprocess, a.name),
+                        limit=a.limit, batch_size=a.batch_size, workers=a.workers, progress=False,
+                        scheduler=a.scheduler, device=a.device, speed=not a.no_speed, plan=True)
+        print(plan.attrs["plan"].render())
+        return 0
     df = evaluate(suites=a.suite, data=a.data, out=a.out,
                   **eval_model_kwargs(a.model, a.checkpoint, a.preprocess, a.name),
                   limit=a.limit, batch_size=a.batch_size, workers=a.workers,

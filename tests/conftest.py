@@ -60,3 +60,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def suite_file(tmp_path_factory) -> str:
+    """A suite file of two resize conditions (cv2-nearest, pil-bicubic) in the resize family."""
+    path = tmp_path_factory.mktemp("suite") / "two-resizes.toml"
+    path.write_text('name = "two-resizes"\nfamily = "resize"\nversion = 1\n\n'
+                    '[[conditions]]\nname = "cv2-nearest"\nresize = "cv2-nearest"\n\n'
+                    '[[conditions]]\nname = "pil-bicubic"\nresize = "pil-bicubic"\n')
+    return str(path)

@@ -335,7 +335,7 @@ def _truncate(p: Path) -> None:
 def _damage(out: Path, how: str) -> str:
     """Damage the store the way a kill / full disk / bad copy does; returns what the warning names."""
     summaries = sorted((out / "summaries").glob("*.parquet"))
-    parts = sorted((out / "per_image").glob("*/part-*.parquet"))
+    parts = sorted((out / "per_image").glob("*/[!.]*.parquet"))   # a finished unit: its compacted file
     if how == "truncated-summary":
         _truncate(summaries[1])
         return summaries[1].name

@@ -18,15 +18,6 @@ N = 12
 SUITES = ["clean", "graph"]
 
 
-@pytest.fixture(scope="module")
-def suite_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("suite") / "two-resizes.toml"
-    path.write_text('name = "two-resizes"\nfamily = "resize"\nversion = 1\n\n'
-                    '[[conditions]]\nname = "cv2-nearest"\nresize = "cv2-nearest"\n\n'
-                    '[[conditions]]\nname = "pil-bicubic"\nresize = "pil-bicubic"\n')
-    return str(path)
-
-
 def _rows(out):
     r = ResultsStore(out).per_image()
     return r.sort_values(["condition", "file"]).reset_index(drop=True)

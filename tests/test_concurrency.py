@@ -52,7 +52,7 @@ def stores(tmp_path_factory):
 def test_two_concurrent_evals_equal_one_run(stores):
     shared, fresh = stores
     # on disk (not through the de-duplicating reader): every unit holds each image exactly once
-    parts = sorted(shared.glob("per_image/*/part-*.parquet"))
+    parts = sorted(shared.glob("per_image/*/[!.]*.parquet"))
     raw = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
     assert not raw.duplicated(["unit_id", "file"]).any()
     counts = raw.groupby("unit_id").size()
@@ -79,7 +79,7 @@ def test_reader_drops_a_duplicated_part(stores, tmp_path, caplog):
     summaries = store.summaries()
     clean = summaries[summaries.condition == "clean"].unit_id.iloc[0]
     before = store.read_unit_rows(clean)
-    parts = sorted((out / "per_image" / clean).glob("part-*.parquet"))
+    parts = sorted((out / "per_image" / clean).glob("[!.]*.parquet"))   # the compacted file
     # a second writer's copy of a batch, with other predictions (to see which one wins)
     copy = pd.read_parquet(parts[0]).assign(pred=-7, run_id="other")
     copy.to_parquet(out / "per_image" / clean / "part-zzzzzzzzzzzz.parquet", index=False)
@@ -131,7 +131,7 @@ def test_results_verify_cli_reports_then_repairs(stores, tmp_path, capsys):
     shutil.copytree(fresh, out)
     assert main(["results", "verify", "--out", str(out)]) == 0
     unit = sorted((out / "per_image").iterdir())[0]
-    part = sorted(unit.glob("part-*.parquet"))[0]
+    part = sorted(unit.glob("[!.]*.parquet"))[0]
     shutil.copy(part, unit / "part-zzzzzzzzzzzz.parquet")       # a duplicated batch
     capsys.readouterr()
     assert main(["results", "verify", "--out", str(out)]) == 1
@@ -156,7 +156,7 @@ def test_two_dask_clients_on_one_store_equal_one_run(stores, tmp_path):
     for p, text in zip(procs, outs):
         assert p.returncode == 0, text[-3000:]
         assert "Traceback" not in text
-    parts = sorted(out.glob("per_image/*/part-*.parquet"))
+    parts = sorted(out.glob("per_image/*/[!.]*.parquet"))
     raw = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
     assert not raw.duplicated(["unit_id", "file"]).any()
     assert (raw.groupby("unit_id").size() == N).all() and raw.unit_id.nunique() == 3

@@ -247,7 +247,7 @@ def test_corrupt_parquet_is_a_message(store, tmp_path):
     for p in files:
         p.unlink()
     shutil.copytree(store / "summaries", root / "summaries", dirs_exist_ok=True)
-    for part in (root / "per_image").glob("*/part-*.parquet"):
+    for part in (root / "per_image").glob("*/[!.]*.parquet"):
         part.write_bytes(b"garbage")
     at = run_app(root, "Flipped images")
     assert at.error and "corrupt parquet" in at.error[0].value

@@ -133,11 +133,11 @@ def test_resume_after_kill_gives_same_rows_without_duplicates(tmp_path, sample_r
     proc = subprocess.Popen(CLI + args + ["--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and len(list(killed.glob("per_image/*/part-*.parquet"))) < 5:
+    while time.monotonic() < deadline and len(list(killed.glob("per_image/*/[!.]*.parquet"))) < 5:
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    n_parts = len(list(killed.glob("per_image/*/part-*.parquet")))
+    n_parts = len(list(killed.glob("per_image/*/[!.]*.parquet")))
     assert 0 < n_parts < 3 * 4, "the kill should land mid-run"
     assert subprocess.run(CLI + args + ["--out", str(killed)], capture_output=True, timeout=600).returncode == 0
     fresh = tmp_path / "fresh"

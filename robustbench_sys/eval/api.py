@@ -44,7 +44,7 @@ def evaluate(models: Model | Sequence[Model] | None = None,
              name: str | None = None, limit: int | None = None,
              batch_size: int = 32, workers: int | None = None, progress: bool = True,
              calibration: Data = "foolbox-demo", scheduler: Any = None, device: str | None = None,
-             speed: bool = True) -> pd.DataFrame:
+             speed: bool = True, plan: bool = False) -> pd.DataFrame:
     """Evaluate models against noise suites; results are appended to the parquet store at ``out``.
 
         >>> evaluate("mobilenet_v2", ["clean", "resize"], "foolbox-demo")          # doctest: +SKIP
@@ -95,7 +95,13 @@ def evaluate(models: Model | Sequence[Model] | None = None,
         scheduler: None runs every unit in this process; ``"local:N"`` starts a Dask
             LocalCluster of N worker processes on 127.0.0.1; ``"tcp://host:8786"`` (or a
             ``distributed.Client``) uses a running Dask cluster, whose workers must see ``out``
-            and the data at the same paths (:mod:`robustbench_sys.eval.executors`).
+            and the data at the same paths (:mod:`robustbench_sys.eval.executors`);
+            ``"jobqueue:PATH"`` builds a SLURM / PBS / SGE / LSF cluster from a config file.
+        plan: run nothing and write nothing: return the plan (:mod:`robustbench_sys.eval.estimate`),
+            one row per unit (status new / partial / summarise / finished, images left, shared
+            prefixes, estimated seconds) or skip (with its reason); ``attrs["plan"]`` is the
+            :class:`~robustbench_sys.eval.estimate.RunPlan` (``.render()`` prints it, with the
+            wall-time estimate from a short calibration on this machine).
 
     Returns:
         One summary row per (model, condition) evaluated or found finished, as a DataFrame;
@@ -113,6 +119,9 @@ def evaluate(models: Model | Sequence[Model] | None = None,
         raise UserError(f"--data {data}: no images found")
     conditions = resolve(suite_list)
     device = _device(device, suite_list)
+    if plan:
+        return _plan(cards, full, dataset, data, conditions, device, out=out, batch_size=batch_size,
+                     workers=workers, scheduler=scheduler, speed=speed)
     runner = Runner(out or default_results_dir(), batch_size=batch_size, workers=workers, progress=progress)
     for card in cards:
         check_benchmark(card, full)
@@ -120,12 +129,7 @@ def evaluate(models: Model | Sequence[Model] | None = None,
     calib = Calibration(calibration, dataset, batch_size)
     plans = []
     for card in cards:
-        try:
-            _, sha = zoo.fetch_weights(card)
-        except zoo.WeightsUnavailable as e:
-            hint = ("; or give --checkpoint PATH (checkpoint= in Python)"
-                    if not card.path and card.library in ("timm", "torchvision") else "")
-            raise UserError(f"--model {card.name}: weights not available here: {e}{hint}") from None
+        _, sha = _weights(card)
         if card.library == "onnx":
             check_onnx_device(card.name, device)
         units, skips = plan_units(card, sha, conditions, dataset, device, speed=speed)
@@ -148,6 +152,36 @@ def evaluate(models: Model | Sequence[Model] | None = None,
     out_df.attrs["skipped"] = runner.skipped
     out_df.attrs["out"] = str(runner.store.root)
     return out_df
+
+
+def _plan(cards, full, dataset, data, conditions, device, *, out, batch_size, workers, scheduler,
+          speed) -> pd.DataFrame:
+    """The plan-only path of :func:`evaluate`: the same checks and units, nothing run or written."""
+    from robustbench_sys.eval.estimate import build_plan
+    from robustbench_sys.eval.loop import preprocess_workers
+
+    plans, skips = [], []
+    for card in cards:
+        check_benchmark(card, full)
+        check_preprocessed(card, full, data)
+        _, sha = _weights(card)
+        if card.library == "onnx":
+            check_onnx_device(card.name, device)
+        units, sk = plan_units(card, sha, conditions, dataset, device, speed=speed)
+        plans.append(units)
+        skips += sk
+    rp = build_plan(out or default_results_dir(), plans, skips, dataset, batch_size=batch_size,
+                    workers=preprocess_workers() if workers is None else workers, scheduler=scheduler)
+    return rp.table()
+
+
+def _weights(card: zoo.ModelCard) -> tuple:
+    try:
+        return zoo.fetch_weights(card)
+    except zoo.WeightsUnavailable as e:
+        hint = ("; or give --checkpoint PATH (checkpoint= in Python)"
+                if not card.path and card.library in ("timm", "torchvision") else "")
+        raise UserError(f"--model {card.name}: weights not available here: {e}{hint}") from None
 
 
 def _device(device: str | None, suite_list: list) -> str:

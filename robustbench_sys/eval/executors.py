@@ -14,7 +14,9 @@ finishes, exactly as the local run does.  So:
 - each model's reference (clean) unit runs first, because every summary is paired with it.
 
 Scheduler forms: ``"local:N"`` (a LocalCluster of N worker processes, one thread each, bound to
-127.0.0.1, no dashboard), ``"tcp://host:8786"`` (a running cluster), or a ``distributed.Client``.
+127.0.0.1, no dashboard), ``"tcp://host:8786"`` (a running cluster), ``"jobqueue:PATH"`` (a
+SLURM / PBS / SGE / LSF cluster through ``dask-jobqueue``, from the ``.toml`` / ``.yaml`` config
+at PATH: :func:`read_jobqueue_config`, :func:`jobqueue_cluster`), or a ``distributed.Client``.
 On a real cluster the workers must reach the results store and the images at the same paths
 (a shared file system) and have this package, its zoo cache and noises installed.
 """
@@ -24,12 +26,14 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager
+from typing import Any
 
 from robustbench_sys.alloc import tune_allocator
 from robustbench_sys.errors import UserError
 from robustbench_sys.eval.deploy import Calibration
 from robustbench_sys.eval.plan import Skip
 from robustbench_sys.eval.runner import Runner
+from robustbench_sys.eval.speed import available_cores
 
 log = logging.getLogger("robustbench_sys.eval")
 
@@ -72,9 +76,112 @@ def _worker_unit(out: str, unit, batch_size: int, calibration, torch_threads: in
     return {"unit_id": unit.id, "skip": reason, "log": collect.messages, "worker_pid": os.getpid()}
 
 
+#: jobqueue config keys: required, optional (with their types)
+JOBQUEUE_KINDS = ("slurm", "pbs", "sge", "lsf")
+_JQ_REQUIRED: dict[str, type] = {"kind": str, "cores": int, "memory": str}
+_JQ_OPTIONAL: dict[str, type] = {"processes": int, "jobs": int, "walltime": str, "queue": str, "account": str,
+                "job_extra": list, "interface": str, "local_directory": str, "log_directory": str,
+                "python": str, "job_script_prologue": list}
+
+
+def read_jobqueue_config(path) -> dict:
+    """The cluster config of ``--scheduler jobqueue:PATH`` (``.toml``, ``.yaml`` / ``.yml``), checked:
+    ``kind`` (slurm / pbs / sge / lsf), ``cores`` and ``memory`` per job (``"16GB"``) required;
+    ``processes`` (Dask worker processes per job, default 1), ``jobs`` (jobs to start, default 1),
+    ``walltime``, ``queue``, ``account``, ``job_extra`` (extra scheduler directives), ``interface``,
+    ``local_directory``, ``log_directory``, ``python``, ``job_script_prologue`` optional.  A bad
+    file or key is a one-line :class:`UserError` naming both."""
+    import tomllib
+
+    where = f"--scheduler jobqueue:{path}"
+    p = os.fspath(path)
+    try:
+        text = open(p, encoding="utf-8").read()
+    except OSError as e:
+        raise UserError(f"{where}: cannot read the config ({e.strerror or e})") from None
+    try:
+        if p.endswith((".yaml", ".yml")):
+            import yaml
+
+            cfg = yaml.safe_load(text)
+        elif p.endswith(".toml"):
+            cfg = tomllib.loads(text)
+        else:
+            raise UserError(f"{where}: expected a .toml or .yaml config file")
+    except (tomllib.TOMLDecodeError, ValueError) as e:
+        raise UserError(f"{where}: not valid {p.rsplit('.', 1)[-1]}: {str(e).splitlines()[0]}") from None
+    except Exception as e:   # yaml.YAMLError (yaml imported lazily)
+        if isinstance(e, UserError):
+            raise
+        raise UserError(f"{where}: not valid yaml: {str(e).splitlines()[0]}") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{where}: expected a table of keys (kind, cores, memory, ...)")
+    for key in cfg:
+        if key not in _JQ_REQUIRED and key not in _JQ_OPTIONAL:
+            raise UserError(f"{where}: unknown key {key!r}; valid: "
+                            f"{', '.join([*_JQ_REQUIRED, *_JQ_OPTIONAL])}")
+    for key, typ in {**_JQ_REQUIRED, **_JQ_OPTIONAL}.items():
+        if key not in cfg:
+            if key in _JQ_REQUIRED:
+                raise UserError(f"{where}: key {key!r} missing (kind, cores and memory are required)")
+            continue
+        v: Any = cfg[key]
+        ok = isinstance(v, typ) and not isinstance(v, bool)
+        if not ok or (typ is list and not all(isinstance(x, str) for x in v)):
+            want = "a list of strings" if typ is list else typ.__name__
+            raise UserError(f"{where}: key {key!r} = {v!r}: expected {want}")
+        if typ is int and v < 1:
+            raise UserError(f"{where}: key {key!r} = {v}: must be at least 1")
+    if cfg["kind"].lower() not in JOBQUEUE_KINDS:
+        raise UserError(f"{where}: key 'kind' = {cfg['kind']!r}: expected one of {', '.join(JOBQUEUE_KINDS)}")
+    if cfg["cores"] % cfg.get("processes", 1):
+        raise UserError(f"{where}: key 'processes' = {cfg['processes']}: must divide cores = {cfg['cores']}")
+    return {**cfg, "kind": cfg["kind"].lower(), "path": p}
+
+
+def jobqueue_cluster(cfg: dict):
+    """The ``dask_jobqueue`` cluster object of a :func:`read_jobqueue_config` config (not scaled:
+    no job is submitted yet; ``cluster.job_script()`` shows what would be).  Its scheduler runs
+    in this process; each worker gets ``cores / processes`` threads and the environment of
+    :func:`worker_env`."""
+    where = f"--scheduler jobqueue:{cfg['path']}"
+    try:
+        import dask_jobqueue
+    except ImportError as e:
+        raise UserError(f"{where}: dask-jobqueue is not installed ({e}); pip install "
+                        "'robustbench-sys[cluster]'") from None
+    cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster,
+           "sge": dask_jobqueue.SGECluster, "lsf": dask_jobqueue.LSFCluster}[cfg["kind"]]
+    kw: dict = {"cores": cfg["cores"], "memory": cfg["memory"], "processes": cfg.get("processes", 1),
+                "scheduler_options": {"dashboard_address": ":0"}}   # any free port, not a fixed 8787
+    for key in ("walltime", "queue", "interface", "local_directory", "log_directory", "python"):
+        if key in cfg:
+            kw[key] = cfg[key]
+    if "account" in cfg:   # SLURM / PBS call it account, SGE / LSF project
+        kw["account" if cfg["kind"] in ("slurm", "pbs") else "project"] = cfg["account"]
+    if "job_extra" in cfg:
+        kw["job_extra_directives"] = cfg["job_extra"]
+    threads = cfg["cores"] // cfg.get("processes", 1)
+    kw["job_script_prologue"] = [*cfg.get("job_script_prologue", []),
+                                 *(f"export {k}={v}" for k, v in worker_env(threads).items())]
+    try:
+        return cls(**kw)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{where}: {e}") from None
+
+
+def worker_env(threads: int) -> dict[str, str]:
+    """The thread environment of a worker process of ``threads`` cores: OpenMP / MKL / OpenBLAS
+    at that many threads (the allocator variables of :mod:`robustbench_sys.alloc` come with
+    the tool's own environment)."""
+    return {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+
+
 def _parse(scheduler) -> tuple[str, object]:
     if not isinstance(scheduler, str):
         return "client", scheduler
+    if scheduler.startswith("jobqueue:"):
+        return "jobqueue", read_jobqueue_config(scheduler.split(":", 1)[1])
     if scheduler.startswith("local:"):
         try:
             n = int(scheduler.split(":", 1)[1])
@@ -85,8 +192,13 @@ def _parse(scheduler) -> tuple[str, object]:
         return "local", n
     if "://" in scheduler:
         return "address", scheduler
-    raise UserError(f"--scheduler {scheduler}: expected local:N (a local Dask cluster) or a scheduler "
-                    "address such as tcp://host:8786")
+    raise UserError(f"--scheduler {scheduler}: expected local:N (a local Dask cluster), jobqueue:CONFIG.toml "
+                    "(a SLURM / PBS / SGE / LSF cluster) or a scheduler address such as tcp://host:8786")
+
+
+def check_scheduler(scheduler) -> None:
+    """Raise the one-line :class:`UserError` a bad ``scheduler`` gets, without starting anything."""
+    _parse(scheduler)
 
 
 @contextmanager
@@ -100,8 +212,19 @@ def _client(scheduler):
     except ImportError as e:
         raise UserError(f"--scheduler {scheduler}: Dask distributed is not installed ({e}); "
                         "pip install 'robustbench-sys[cluster]'") from None
+    if kind == "jobqueue":
+        assert isinstance(arg, dict)
+        cluster = jobqueue_cluster(arg)
+        try:
+            cluster.scale(jobs=arg.get("jobs", 1))
+            with Client(cluster) as client:
+                yield client, arg["cores"] // arg.get("processes", 1)
+        finally:
+            cluster.close()
+        return
     if kind == "local":
-        threads = max(1, (os.cpu_count() or 1) // arg)
+        assert isinstance(arg, int)
+        threads = max(1, available_cores() // arg)
         cluster = LocalCluster(n_workers=arg, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address=None, silence_logs=40)
         try:

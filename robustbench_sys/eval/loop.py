@@ -51,8 +51,13 @@ class Images:
         try:
             return i, self.pipeline.preprocess(s.path.read_bytes()), ""
         except Exception as e:  # unreadable / truncated / unsupported: reported and skipped
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            return i, None, f"{type(e).__name__}: {msg}"[:300]
+            return i, None, error_text(e)
+
+
+def error_text(e: BaseException) -> str:
+    """The ``error: ...`` text of an image that could not be read or preprocessed."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {msg}"[:300]
 
 
 def _collate(items):
@@ -115,6 +120,11 @@ _W: dict = {}
 
 
 def _init_lockstep(ds: Images, buf, shape) -> None:
+    init_forked_worker()
+    _W.update(ds=ds, buf=np.frombuffer(buf, dtype=np.float32).reshape(shape))
+
+
+def init_forked_worker() -> None:
     """Forked worker start-up: the allocator settings (inherited; idempotent), one torch thread,
     and its own isolated-venv clients (the parent's pipes are not shared with siblings)."""
     import torch
@@ -128,7 +138,6 @@ def _init_lockstep(ds: Images, buf, shape) -> None:
     if iso is not None:
         _W["inherited_isolated"] = iso._WORKERS   # kept referenced, never used or closed here
         iso._WORKERS, iso._WORKERS_LOCK = {}, threading.Lock()
-    _W.update(ds=ds, buf=np.frombuffer(buf, dtype=np.float32).reshape(shape))
 
 
 def _fill(task: list[tuple[int, int]]) -> list[tuple[int, int, np.ndarray | None, str]]:
@@ -147,7 +156,7 @@ def _fill(task: list[tuple[int, int]]) -> list[tuple[int, int, np.ndarray | None
 
 
 @contextmanager
-def _serial_opencv():
+def serial_opencv():
     """OpenCV at one thread while the workers are forked (they inherit a serial pool; calling
     ``cv2.setNumThreads`` in a forked child can deadlock), restored afterwards."""
     cv2 = sys.modules.get("cv2")
@@ -170,7 +179,7 @@ def _lockstep(ds: Images, batch_size: int, workers: int):
     view = np.frombuffer(buf, dtype=np.float32).reshape(shape)
     workers = min(workers, batch_size, len(ds))
     chunk = max(1, -(-batch_size // (4 * workers)))   # a few tasks per worker: balanced, cheap to send
-    with _serial_opencv():
+    with serial_opencv():
         pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init_lockstep,
                                    initargs=(ds, buf, shape))
         pool.submit(int).result()   # fork every worker now, inside the block
@@ -251,15 +260,13 @@ class Classify:
 
 
 # ---------------------------------------------------------------------- the loop
-def run_unit(store: ResultsStore, unit, strategy: Strategy, *, run_id: str, batch_size: int, workers: int,
-             progress: bool, deploy_info: dict | None = None) -> None:
-    """Score the images of ``unit`` that have no stored row yet (see module doc)."""
-    import torch
-
+def start_unit(store: ResultsStore, unit, strategy: Strategy, deploy_info: dict | None = None) -> list[Sample]:
+    """The images of ``unit`` with no stored row yet; when there are any, the unit spec is
+    stored first (as a killed run left it, or updated)."""
     done = store.done_files(unit.id)
     todo = [s for s in unit.dataset.samples if s.file not in done]
     if not todo:
-        return
+        return todo
     spec = unit_spec(unit)
     if spec["device"] != "cpu":   # GPU, driver, CUDA / cuDNN, TF32 / benchmark flags (robustbench_sys.devices)
         from robustbench_sys.devices import device_info
@@ -271,31 +278,47 @@ def run_unit(store: ResultsStore, unit, strategy: Strategy, *, run_id: str, batc
     spec = strategy.prepare_spec(spec, previous)
     if spec != previous:
         store.write_unit(unit.id, spec)
+    return todo
+
+
+def score_batch(store: ResultsStore, unit, strategy: Strategy, todo: list[Sample], batch, run_id: str) -> None:
+    """Score one batch ``[(index into todo, CHW float32 or None, error)]`` and store its rows as one part."""
+    import torch
+
+    ok = [(i, x) for i, x, err in batch if x is not None]
+    scored = {}
+    if ok:
+        probs, extras = strategy.score(torch.from_numpy(np.stack([x for _, x in ok])),
+                                       [todo[i] for i, _ in ok])
+        top_p, top_i = probs.topk(min(TOPK, probs.shape[1]), dim=1)
+        scored = {i: (top_i[j].tolist(), top_p[j].tolist(), extras[j]) for j, (i, _) in enumerate(ok)}
+    rows = []
+    for i, _, err in batch:
+        s = todo[i]
+        if i not in scored:
+            log.warning("skip image %s: %s", s.path, err)
+            rows.append({**image_row(unit, s, run_id, -1, [], [], "error: " + err), **strategy.error_fields})
+            continue
+        ti, tp, extra = scored[i]
+        rows.append({**image_row(unit, s, run_id, ti[0], ti, tp, "ok"), **extra})
+    store.append_batch(unit.id, pd.DataFrame(rows), schema=strategy.schema)
+
+
+def run_unit(store: ResultsStore, unit, strategy: Strategy, *, run_id: str, batch_size: int, workers: int,
+             progress: bool, deploy_info: dict | None = None) -> None:
+    """Score the images of ``unit`` that have no stored row yet (see module doc)."""
+    todo = start_unit(store, unit, strategy, deploy_info)
+    if not todo:
+        return
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(unit.dataset), initial=len(done), unit="img", dynamic_ncols=True,
+        bar = tqdm(total=len(unit.dataset), initial=len(unit.dataset) - len(todo), unit="img", dynamic_ncols=True,
                    desc=f"{unit.card.name} {unit.condition.name}", file=sys.stderr, leave=False)
     try:
         for batch in batches(todo, unit.pipeline, batch_size, in_process_workers(unit.pipeline, workers)):
-            ok = [(i, x) for i, x, err in batch if x is not None]
-            scored = {}
-            if ok:
-                probs, extras = strategy.score(torch.from_numpy(np.stack([x for _, x in ok])),
-                                               [todo[i] for i, _ in ok])
-                top_p, top_i = probs.topk(min(TOPK, probs.shape[1]), dim=1)
-                scored = {i: (top_i[j].tolist(), top_p[j].tolist(), extras[j]) for j, (i, _) in enumerate(ok)}
-            rows = []
-            for i, _, err in batch:
-                s = todo[i]
-                if i not in scored:
-                    log.warning("skip image %s: %s", s.path, err)
-                    rows.append({**image_row(unit, s, run_id, -1, [], [], "error: " + err), **strategy.error_fields})
-                    continue
-                ti, tp, extra = scored[i]
-                rows.append({**image_row(unit, s, run_id, ti[0], ti, tp, "ok"), **extra})
-            store.append_batch(unit.id, pd.DataFrame(rows), schema=strategy.schema)
+            score_batch(store, unit, strategy, todo, batch, run_id)
             if bar is not None:
                 bar.update(len(batch))
     finally:

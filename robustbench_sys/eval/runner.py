@@ -62,12 +62,18 @@ class Runner:
                 return None
             return self._run_pending(unit, calib, models)
 
-    def _run_pending(self, unit: Unit, calib: Calibration, models: dict) -> str | None:
+    @staticmethod
+    def model(unit: Unit, models: dict):
+        """The unit's loaded model, from ``models`` (one at a time, by card name and weights sha256)."""
         key = (unit.card.name, unit.weights_sha256)   # two modules may share a (class) name
         model = models.get(key)
         if model is None:
             models.clear()
             model = models[key] = zoo.load_model(unit.card)
+        return model
+
+    def _run_pending(self, unit: Unit, calib: Calibration, models: dict) -> str | None:
+        model = self.model(unit, models)
         try:
             deployed = deploy(model, unit, calib, cache=models)   # on unit.device (robustbench_sys.devices)
         except noises.NotApplicable as e:
@@ -98,15 +104,26 @@ class Runner:
 
 def run_local(runner: Runner, units: list[Unit], calib: Calibration) -> list[Unit]:
     """One model's units in this process, reference first; returns the units with a summary."""
+    from robustbench_sys.eval import prefix
+
     models: dict = {}   # the loaded model, shared by the units (see Runner.run_pending)
     ref, finished = units[0], []
+    # units that share an image-side prefix (decoder) run together, each image decoded once (eval.prefix)
+    groups = {u.id: g for g in prefix.plan_groups(runner, units) for u in g}
+    reasons: dict[str, str] = {}
     for unit in units:
         if not runner.complete(unit):
-            if runner.pending(unit):
+            group = groups.get(unit.id)
+            if group is not None:
+                for u in group:
+                    groups.pop(u.id, None)
+                reasons.update(prefix.run_group(runner, group, calib, models))
+            reason = reasons.get(unit.id)
+            if reason is None and runner.pending(unit):
                 reason = runner.run_pending(unit, calib, models)
-                if reason:
-                    runner.skip(Skip(unit.card.name, unit.condition.name, reason))
-                    continue
+            if reason:
+                runner.skip(Skip(unit.card.name, unit.condition.name, reason))
+                continue
             # Summarised as soon as the unit is complete, so a crash later in the run
             # (a native backend, an interrupt) never costs a finished unit its summary.
             runner.summarise(unit, ref)

@@ -4,10 +4,14 @@ Layout under the output root (all paths absolute; nothing CWD-relative)::
 
     units/<unit_id>.json                 what a unit is: model, condition, pipeline, data set, provenance
     per_image/<unit_id>/part-*.parquet   one file per finished batch (written atomically)
+    per_image/<unit_id>/unit.parquet     a finished unit's parts compacted into one file
+                                         (:meth:`ResultsStore.compact_unit`, when its summary is written)
     summaries/<unit_id>.<cond>.parquet   one row per finished (model, condition); <cond> hashes the
                                          condition name (two conditions with the same pipeline, e.g.
                                          decoder/ffmpeg and imagenet-s/ffmpeg+pil-bilinear, share the
                                          unit's per-image rows and get a summary each)
+    index/summaries.parquet              every summary row in one table, a cache that
+                                         :func:`read_summaries` validates per file and rebuilds when stale
 
 A *unit* is one (model + weights, condition pipeline, data set) evaluation; its id is a hash
 of exactly those, so re-running the same command finds the same units: finished units are
@@ -22,6 +26,15 @@ unit's summary, so a second writer on the same unit waits and then finds the bat
 done; different units run in parallel.  The reader keeps one row per (unit, image) in any case
 (:meth:`ResultsStore.read_unit_rows`), and :meth:`ResultsStore.verify` reports (and repairs)
 duplicate rows, unreadable parts and left-over temporary files.
+
+Scale (issue 15): a finished unit has one per-image file.  :meth:`ResultsStore.compact_unit` writes
+the unit's rows (first part in name order wins per image) to a temporary name, renames it onto
+``unit.parquet`` -- whose footer names the parts it covers -- and then deletes those parts.  A
+crash before the rename leaves the parts (and a temporary file); a crash after it leaves covered
+parts that every reader skips (the compacted file supersedes them) and ``verify --repair``
+deletes, so nothing is lost or counted twice.  Summaries stay one file each for the writers; the
+readers use the compacted summaries table plus any summary file added or rewritten since it was
+built (matched by name, inode, mtime and size), so 10,000 summaries read as one file.
 """
 
 from __future__ import annotations
@@ -40,6 +53,8 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from robustbench_sys.errors import UserError
@@ -72,6 +87,21 @@ PER_IMAGE_SCHEMA = pa.schema([
 ADV_PER_IMAGE_SCHEMA = PER_IMAGE_SCHEMA.append(pa.field("clean_pred", pa.int32())) \
     .append(pa.field("perturbation", pa.float64())).append(pa.field("attack_seed", pa.int64())) \
     .append(pa.field("broken_by", pa.string()))
+
+
+#: a finished unit's compacted per-image file (per_image/<unit_id>/unit.parquet) and the footer key
+#: naming the part files it covers (a JSON list)
+COMPACT_NAME = "unit.parquet"
+COVERS_KEY = b"robustbench_sys.covers"
+
+
+def compacted_parts(path: Path) -> set[str]:
+    """The part names a compacted file covers (from its footer; empty when it cannot be read)."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        return set(json.loads(meta.get(COVERS_KEY, b"[]")))
+    except Exception:
+        return set()
 
 
 class StoreError(UserError):
@@ -165,7 +195,65 @@ class ResultsStore:
         d = self.root / "per_image" / unit_id
         return sorted(p for p in d.glob("part-*.parquet") if not is_temp(p)) if d.is_dir() else []
 
-    def read_unit_rows(self, unit_id: str, *, quarantine: bool = False) -> pd.DataFrame:
+    def unit_files(self, unit_id: str) -> tuple[list[Path], list[Path]]:
+        """(the unit's per-image files in reader order: its compacted file first, then the parts it
+        does not cover; the left-over parts the compacted file covers, which an interrupted
+        compaction did not delete and every reader skips)."""
+        parts = self._parts(unit_id)
+        compact = self.root / "per_image" / unit_id / COMPACT_NAME
+        if not compact.is_file():
+            return parts, []
+        covered = compacted_parts(compact)
+        return [compact, *(p for p in parts if p.name not in covered)], [p for p in parts if p.name in covered]
+
+    def write_compacted(self, unit_id: str, table: pa.Table, covers: list[str] | tuple = ()) -> Path:
+        """Write ``table`` (one row per image) as the unit's compacted file, atomically, recording
+        the part names it ``covers`` in its footer.  The unit's lock is the caller's."""
+        meta = dict(table.schema.metadata or {})
+        meta[COVERS_KEY] = json.dumps(sorted(set(covers))).encode()
+        target = self.unit_dir(unit_id) / COMPACT_NAME
+        with atomic_path(target) as tmp:
+            pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd")
+        return target
+
+    def compact_unit(self, unit_id: str) -> Path | None:
+        """Compact the unit's per-image files into ``per_image/<unit_id>/unit.parquet`` under its lock
+        and return that path (None: no rows).  Rows are kept in reader order, one per image (the
+        first file holding it wins), so :meth:`read_unit_rows` returns the same frame before and
+        after.  The new file is renamed into place before any part is deleted, and names the parts
+        it covers, so a crash at any point loses no row and never counts one twice.  An unreadable
+        file stops the compaction (nothing is changed; a warning says so): the next run quarantines
+        it and recomputes its batch."""
+        with self.unit_lock(unit_id):
+            live, stale = self.unit_files(unit_id)
+            compact = self.root / "per_image" / unit_id / COMPACT_NAME
+            if live == [compact] or not live:
+                for p in stale:
+                    p.unlink(missing_ok=True)
+                return live[0] if live else None
+            tables, covers = [], {p.name for p in stale}
+            for p in live:
+                try:
+                    tables.append(pq.read_table(p))
+                except Exception as e:
+                    log.warning("unit %s: not compacted, %s is unreadable (%s: %s)", unit_id, p, type(e).__name__, e)
+                    return None
+                if p == compact:
+                    covers |= compacted_parts(p)
+                else:
+                    covers.add(p.name)
+            table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+            dup = table.select(["unit_id", "file"]).to_pandas().duplicated(keep="first").to_numpy()
+            if dup.any():
+                table = table.filter(pa.array(~dup))
+            target = self.write_compacted(unit_id, table, sorted(covers))
+            for p in [*live, *stale]:
+                if p != compact:
+                    p.unlink(missing_ok=True)
+            return target
+
+    def read_unit_rows(self, unit_id: str, *, quarantine: bool = False, columns: list[str] | None = None,
+                       filter: pc.Expression | None = None) -> pd.DataFrame:
         """The unit's per-image rows, one per (unit_id, file): where two part files hold the same
         image (two writers on one unit without the lock, an older store) the first part in name
         order wins, and a warning names how many rows were dropped.
@@ -173,9 +261,16 @@ class ResultsStore:
         An unreadable part file (a truncated or damaged write) is never read past: it raises
         :class:`StoreError` naming the file, or with ``quarantine`` (what an evaluation does, so
         its rerun recomputes that batch) it is moved aside (:meth:`quarantine`) with a warning and
-        the rows of the other parts are returned."""
+        the rows of the other parts are returned.
+
+        ``columns`` reads only those columns (projection) and ``filter`` (a ``pyarrow.compute``
+        expression, e.g. ``pc.field("correct") == False``) only the matching rows; on a compacted
+        unit (one file) both are pushed down into the parquet reader."""
+        files, _ = self.unit_files(unit_id)
+        if columns is not None or filter is not None:
+            return self._read_projected(unit_id, files, columns, filter, quarantine)
         frames = []
-        for p in self._parts(unit_id):
+        for p in files:
             try:
                 frames.append(pq.read_table(p).to_pandas())
             except Exception as e:
@@ -195,6 +290,53 @@ class ResultsStore:
                         unit_id, int(dup.sum()))
             rows = rows[~dup].reset_index(drop=True)
         return rows
+
+    def _read_projected(self, unit_id: str, files: list[Path], columns: list[str] | None,
+                        filter: pc.Expression | None, quarantine: bool) -> pd.DataFrame:
+        """:meth:`read_unit_rows` with a column projection and / or a row filter."""
+        if len(files) == 1:   # a compacted unit: no duplicates possible, push both down
+            try:
+                names = pq.read_schema(files[0]).names
+                cols = None if columns is None else [c for c in columns if c in names]  # an older file lacks some
+                return pq.read_table(files[0], columns=cols, filters=filter).to_pandas()
+            except Exception as e:
+                if "FieldRef" in str(e):   # the filter names a column the file lacks: the caller's error
+                    raise
+                if quarantine:
+                    self.quarantine(files[0], e, "this evaluation recomputes its batch")
+                    return self._read_projected(unit_id, [], columns, filter, quarantine)
+                raise StoreError(f"{files[0]}: corrupt parquet file ({type(e).__name__}: {e}); re-run the "
+                                 "evaluation (or `robustbench-sys results verify --repair`) to move it aside "
+                                 "and recompute that batch") from None
+        rows = self.read_unit_rows(unit_id, quarantine=quarantine)   # de-duplicated first, then filtered
+        if filter is not None and len(rows):
+            table = pa.Table.from_pandas(rows, preserve_index=False)
+            rows = table.filter(filter).to_pandas()
+        return rows[list(columns)] if columns is not None else rows
+
+    def scan(self, columns: list[str] | None = None, filter: pc.Expression | None = None,
+             units: list[str] | None = None) -> pd.DataFrame:
+        """Per-image rows of many units (default: all) through ``pyarrow.dataset``, with column
+        projection and predicate push-down over the compacted files; a unit that is not compacted
+        (still running, or several parts) is read through :meth:`read_unit_rows` (de-duplicated)."""
+        base = self.root / "per_image"
+        if units is None:
+            units = sorted(d.name for d in base.iterdir() if d.is_dir()) if base.is_dir() else []
+        single, frames = [], []
+        for u in units:
+            files, _ = self.unit_files(u)
+            if len(files) == 1:
+                single.append(str(files[0]))
+            elif files:
+                frames.append(self.read_unit_rows(u, columns=columns, filter=filter))
+        if single:
+            dataset = ds.dataset(single, format="parquet", schema=ADV_PER_IMAGE_SCHEMA)
+            frames.insert(0, dataset.to_table(columns=columns, filter=filter).to_pandas())
+        frames = [f for f in frames if len(f)]
+        if not frames:
+            empty = ADV_PER_IMAGE_SCHEMA.empty_table()
+            return (empty.select(columns) if columns is not None else empty).to_pandas()
+        return pd.concat(frames, ignore_index=True)
 
     def quarantine(self, path: Path, error: BaseException | str, consequence: str) -> Path | None:
         """Move a damaged store file to ``quarantine/<its path under the root>.<time>`` (out of every
@@ -216,7 +358,7 @@ class ResultsStore:
         """The images of the unit that have a stored row (an evaluation's view: unreadable parts
         are quarantined, so their images count as not done).  Reads the ``file`` column only."""
         done: set[str] = set()
-        for p in self._parts(unit_id):
+        for p in self.unit_files(unit_id)[0]:
             try:
                 done.update(pq.read_table(p, columns=["file"]).column("file").to_pylist())
             except Exception as e:
@@ -255,7 +397,13 @@ class ResultsStore:
         for unit_id in units:
             with self.unit_lock(unit_id) if repair else _nullcontext():
                 seen: set[tuple] = set()
-                for p in self._parts(unit_id):
+                files, stale = self.unit_files(unit_id)
+                for p in stale:
+                    problems.append(f"{p}: part left over by an interrupted compaction (its rows are in "
+                                    f"{COMPACT_NAME}; readers skip it)" + (" (deleted)" if repair else ""))
+                    if repair:
+                        p.unlink(missing_ok=True)
+                for p in files:
                     try:
                         table = pq.read_table(p)
                     except Exception as e:
@@ -341,8 +489,13 @@ class ResultsStore:
         return True
 
     def write_summary(self, unit_id: str, row: dict) -> None:
-        with self.unit_lock(unit_id), atomic_path(self.summary_path(unit_id, row["condition"])) as tmp:
-            pq.write_table(pa.Table.from_pylist([row]), tmp)
+        """Write the (unit, condition) summary row; the unit is finished, so its per-image parts
+        are compacted first (:meth:`compact_unit`; a crash between the two leaves a compacted unit
+        without a summary, which the next run summarises)."""
+        with self.unit_lock(unit_id):
+            self.compact_unit(unit_id)
+            with atomic_path(self.summary_path(unit_id, row["condition"])) as tmp:
+                pq.write_table(pa.Table.from_pylist([row]), tmp)
 
     def summaries(self) -> pd.DataFrame:
         """All summary rows (:func:`read_summaries`); unreadable files are skipped and named in
@@ -397,18 +550,75 @@ def _conform(table: pa.Table) -> pa.Table:
     return table if target.equals(table.schema) else table.cast(target)
 
 
-def read_summaries(root: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
+#: the compacted summaries table (under the results root), and the columns that tie each of its rows to
+#: the summary file it was read from: name, inode, mtime (ns) and size when it was read
+SUMMARY_INDEX = Path("index") / "summaries.parquet"
+_SRC = ("_src", "_src_ino", "_src_mtime_ns", "_src_size")
+#: read_summaries rebuilds the table when the store holds at least this many summary files and the
+#: table is stale (a file added, rewritten or removed since it was built)
+INDEX_MIN_FILES = 64
+
+
+def _summary_listing(d: Path) -> dict[str, tuple[int, int, int]]:
+    """name -> (inode, mtime_ns, size) of every summary file (temporary files skipped)."""
+    out: dict[str, tuple[int, int, int]] = {}
+    if not d.is_dir():
+        return out
+    with os.scandir(d) as it:
+        for e in it:
+            if e.name.endswith(".parquet") and not e.name.startswith("."):
+                try:
+                    st = e.stat()
+                except FileNotFoundError:   # removed (quarantined) meanwhile
+                    continue
+                out[e.name] = (e.inode(), st.st_mtime_ns, st.st_size)
+    return out
+
+
+def _read_index(path: Path, listing: dict[str, tuple[int, int, int]]) -> tuple[pa.Table | None, set[str], bool]:
+    """(the rows of the compacted summaries table whose file is unchanged, the names of those files,
+    whether the table is stale: some row's file was changed or removed).  No (readable) table:
+    ``(None, set(), True)``."""
+    try:
+        table = pq.read_table(path)
+        src = table.select(list(_SRC)).to_pydict()
+    except Exception:   # none yet, damaged, or from another version: rebuilt from the files
+        return None, set(), True
+    keep = [listing.get(n) == (i, m, z) for n, i, m, z in zip(*(src[c] for c in _SRC))]
+    names = {n for n, k in zip(src["_src"], keep) if k}
+    if all(keep):
+        return table, names, False
+    return table.filter(pa.array(keep, pa.bool_())), names, True
+
+
+def _write_index(path: Path, table: pa.Table) -> None:
+    """Replace the compacted summaries table (atomic; a read-only store is left without one)."""
+    try:
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+    except OSError as e:
+        log.debug("summaries index %s not written: %s", path, e)
+
+
+def read_summaries(root: str | os.PathLike, *, index: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """Every ``summaries/*.parquet`` row under a results root, typed by :data:`SUMMARY_SCHEMA`,
-    and the files that could not be read (each named, with what to do).
+    in file-name order, and the files that could not be read (each named, with what to do).
 
     Temporary files (names starting with ``.``: a write that a kill interrupted) are never
-    summaries and are skipped.  One footer read per file in a thread pool and one Arrow ->
-    pandas conversion: 1000 files in about 1 s (benchmarks/bench_dashboard.py).  No rows gives
-    an empty frame with the schema's columns."""
+    summaries and are skipped.  With ``index`` the rows come from the compacted summaries table
+    (:data:`SUMMARY_INDEX`) for every file it read that is unchanged since (same name, inode, mtime
+    and size), and from the file itself for any summary added or rewritten after it was built, so
+    the result always equals reading every file (a newer summary of a (unit, condition) wins); a
+    stale table is rebuilt (atomically) once the store holds :data:`INDEX_MIN_FILES` files.  The
+    files are read with one footer read each in a thread pool.  No rows gives an empty frame with
+    the schema's columns."""
     from concurrent.futures import ThreadPoolExecutor
 
-    d = Path(root).expanduser() / "summaries"
-    files = [p for p in sorted(d.glob("*.parquet")) if not is_temp(p)] if d.is_dir() else []
+    root = Path(root).expanduser()
+    d = root / "summaries"
+    listing = _summary_listing(d)
+    cached, known, stale = _read_index(root / SUMMARY_INDEX, listing) if index else (None, set(), True)
+    files = [d / n for n in sorted(listing) if n not in known]
 
     def one(p: Path):
         try:
@@ -417,18 +627,32 @@ def read_summaries(root: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
             return None, (f"{p}: corrupt parquet file ({type(e).__name__}); skipped: re-run the evaluation "
                           "(or `robustbench-sys results verify --repair`) to move it aside and rebuild it")
         try:
-            return _conform(table), None
+            table = _conform(table)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
             return None, (f"{p}: not a summary row of this version ({type(e).__name__}: {e}); delete it and "
                           "re-run the evaluation to rebuild it")
+        ino, mtime, size = listing[p.name]
+        n = table.num_rows
+        return table.append_column("_src", pa.array([p.name] * n, pa.string())) \
+            .append_column("_src_ino", pa.array([ino] * n, pa.int64())) \
+            .append_column("_src_mtime_ns", pa.array([mtime] * n, pa.int64())) \
+            .append_column("_src_size", pa.array([size] * n, pa.int64())), None
 
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(files)))) as ex:
         got = list(ex.map(one, files))
     tables = [t for t, _ in got if t is not None and t.num_rows]
     problems = [msg for _, msg in got if msg]
+    if cached is not None and cached.num_rows:
+        tables.insert(0, cached)
     if not tables:
         return SUMMARY_SCHEMA.empty_table().to_pandas(), problems
     try:
-        return pa.concat_tables(tables, promote_options="permissive").to_pandas(), problems
+        table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):  # an extra column of two types
-        return pd.concat([t.to_pandas() for t in tables], ignore_index=True), problems
+        df = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+        return df.sort_values("_src", kind="stable").drop(columns=list(_SRC)).reset_index(drop=True), problems
+    if len(tables) > 1:
+        table = table.take(pc.sort_indices(table, [("_src", "ascending")]))
+    if index and len(listing) >= INDEX_MIN_FILES and (stale or any(t is not None for t, _ in got)):
+        _write_index(root / SUMMARY_INDEX, table)
+    return table.drop_columns(list(_SRC)).to_pandas(), problems

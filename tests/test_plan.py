@@ -1,0 +1,73 @@
+"""``eval --plan`` / ``evaluate(..., plan=True)``: the units a run would compute (new / partial /
+finished / skipped), image-conditions, shared prefixes and a calibrated estimate, with nothing
+run and nothing written to ``--out``."""
+
+import os
+import shutil
+
+import pytest
+
+import robustbench_sys
+from robustbench_sys.cli import main
+from robustbench_sys.results.store import ResultsStore
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+N = 6
+
+
+def _tree(root):
+    return sorted((p, os.path.getsize(os.path.join(p, f)) if f else 0)
+                  for p, _, fs in os.walk(root) for f in fs + [""])
+
+
+def test_plan_fresh_store_writes_nothing(imagenet_sample, suite_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["eval", "--model", "mobilenet_v2", "--suite", f"clean,graph,{suite_file}", "--data",
+               str(imagenet_sample), "--limit", str(N), "--batch-size", "4", "--out", str(out), "--plan",
+               "--no-progress", "--scheduler", "local:2"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert not out.exists()                      # not even the folder
+    assert "units: 6 planned (6 new, 0 partial, 0 summarise, 0 finished)" in text
+    assert f"image-conditions: {6 * N} planned, {6 * N} to compute" in text
+    assert "shared prefixes by decoder: 1 group(s) over 6 units" in text
+    assert "shared prefixes by image-side pipeline: 3 group(s) over 6 units" in text
+    assert "calibration image(s) on this machine" in text and "assumes:" in text
+    assert "on Dask (local:2: 2 workers" in text
+
+
+def test_plan_partly_finished_store(imagenet_sample, suite_file, tmp_path):
+    out = tmp_path / "out"
+    robustbench_sys.evaluate("mobilenet_v2", [suite_file], imagenet_sample, out, limit=N, progress=False,
+                             workers=0, batch_size=4)
+    # an interrupted unit: only its first batch (4 of the 6 images) stored
+    store = ResultsStore(out)
+    s = store.summaries()
+    uid = s[s.condition == "resize/cv2-nearest"].unit_id.iloc[0]
+    rows = store.read_unit_rows(uid)
+    shutil.rmtree(out / "per_image" / uid)
+    store.append_batch(uid, rows.iloc[:4])
+    assert len(store.done_files(uid)) == 4
+    before = _tree(out)
+
+    df = robustbench_sys.evaluate("mobilenet_v2", ["clean", "graph", suite_file], imagenet_sample, out, limit=N,
+                                  progress=False, batch_size=4, plan=True)
+    assert _tree(out) == before                  # read only: no file or folder added, moved or changed
+    st = df.set_index("condition").status.to_dict()
+    assert st["clean"] == "finished" and st["resize/pil-bicubic"] == "finished"
+    assert st["resize/cv2-nearest"] == "partial"
+    assert df.set_index("condition").images_left["resize/cv2-nearest"] == 2
+    assert {k for k, v in st.items() if v == "new"} == {"graph/maxpool-ceil", "graph/upsample-bilinear",
+                                                        "graph/upsample-nearest"}
+    plan = df.attrs["plan"]
+    assert plan.image_conditions() == (6 * N, 3 * N + 2)
+    assert df.attrs["estimate_seconds"] > 0 and plan.calibration.forward["mobilenet_v2"] > 0
+    assert "1 partial" in plan.render()
+
+
+def test_plan_bad_option_exit_2(imagenet_sample, tmp_path, capsys):
+    rc = main(["eval", "--model", "mobilenet_v2", "--data", str(imagenet_sample), "--limit", "2", "--out",
+               str(tmp_path / "o"), "--plan", "--scheduler", "bogus"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "--scheduler bogus" in err
+    assert not (tmp_path / "o").exists()
