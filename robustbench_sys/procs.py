@@ -18,6 +18,11 @@ import time
 PR_SET_PDEATHSIG = 1
 
 
+def available_cores() -> int:
+    """The CPUs this process may run on (its affinity mask; ``os.cpu_count()`` where there is none)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _watch(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(1.0)

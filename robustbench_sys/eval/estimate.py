@@ -287,7 +287,7 @@ def calibrate_machine(plans: list[list[Unit]], dataset, batch_size: int, n: int 
     import torch
 
     from robustbench_sys import zoo
-    from robustbench_sys.eval.speed import available_cores
+    from robustbench_sys.procs import available_cores
 
     t0 = time.perf_counter()
     samples = dataset.samples[:max(1, n)]

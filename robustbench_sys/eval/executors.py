@@ -33,7 +33,7 @@ from robustbench_sys.errors import UserError
 from robustbench_sys.eval.deploy import Calibration
 from robustbench_sys.eval.plan import Skip
 from robustbench_sys.eval.runner import Runner
-from robustbench_sys.eval.speed import available_cores
+from robustbench_sys.procs import available_cores
 
 log = logging.getLogger("robustbench_sys.eval")
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import mmap
 import multiprocessing as mp
-import os
 import sys
 import threading
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from robustbench_sys.alloc import tune_allocator
 from robustbench_sys.data import Sample
 from robustbench_sys.noises.stages import pipeline_stages
 from robustbench_sys.pipeline import Pipeline
+from robustbench_sys.procs import available_cores
 from robustbench_sys.results.store import PER_IMAGE_SCHEMA, ResultsStore
 
 log = logging.getLogger("robustbench_sys.eval")
@@ -92,7 +92,7 @@ def batches(samples: list[Sample], pipeline: Pipeline, batch_size: int, workers:
 def preprocess_workers() -> int:
     """Default number of preprocessing processes: one per core (at most 16).  They run in
     lockstep with the model (:func:`batches`), so each phase has every core to itself."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     return max(1, min(16, cores))
 
 

@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 
 from robustbench_sys.noises.stages import pipeline_stages
+from robustbench_sys.procs import available_cores
 
 #: timed batch-1 calls (the issue asks for at least 50)
 LATENCY_RUNS = 50
@@ -69,10 +70,6 @@ def wants_speed(unit) -> bool:
     model's reference (clean) unit when the run has one of those (its speed is what they are
     compared with); none with ``evaluate(speed=False)`` / ``--no-speed``."""
     return bool(getattr(unit, "timed", False))
-
-
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def is_shared(load1: float, cores: int, threads: int) -> bool:
