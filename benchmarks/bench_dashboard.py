@@ -68,7 +68,8 @@ def build_store(root: Path, n_models: int, n_conds: int, n_images: int, seed: in
                 "top5": pa.array(list(top5), type=pa.list_(pa.int32())),
                 "top5_prob": pa.array(list(prob), type=pa.list_(pa.float32())),
                 "correct": pa.array(correct), "correct5": pa.array(np.isin(labels, top5)),
-                "status": pa.array(["ok"] * n_images)}, schema=PER_IMAGE_SCHEMA)
+                "status": pa.array(["ok"] * n_images),
+                "label_prob": pa.array(np.where(correct, 0.6, 0.01).astype(np.float32))}, schema=PER_IMAGE_SCHEMA)
             d = store.unit_dir(unit)
             d.mkdir(parents=True, exist_ok=True)
             pq.write_table(t, d / "part-000000000000.parquet")

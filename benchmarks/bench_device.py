@@ -143,6 +143,26 @@ def main(argv=None) -> dict:
     out = {**head, "raw_forward_ips": raw, "raw_forward_rounds": rounds, "harness_loop_ips": loop,
            "harness_end_to_end_ips": e2e, "ratio_loop": loop / raw, "ratio_end_to_end": e2e / raw}
 
+    # the other host/device schedule, side by side: overlap (double-buffered preprocessing, the
+    # default on a GPU) vs lockstep (the default on the CPU); ROBUSTBENCH_SYS_OVERLAP forces one
+    from robustbench_sys.eval.loop import OVERLAP_ENV, overlap_for
+
+    default = "overlap" if overlap_for(device) else "lockstep"
+    other = "lockstep" if default == "overlap" else "overlap"
+    saved = os.environ.get(OVERLAP_ENV)
+    os.environ[OVERLAP_ENV] = "1" if other == "overlap" else "0"
+    try:
+        alt = harness(card, "clean", ds, n, a.batch_size, **kw)
+    finally:
+        if saved is None:
+            os.environ.pop(OVERLAP_ENV, None)
+        else:
+            os.environ[OVERLAP_ENV] = saved
+    alt_loop = alt["n"] / alt["loop"]
+    print(f"  harness batch loop (clean, {other:8s}):    {alt_loop:8.1f} img/s  ratio {alt_loop / raw:.2f}x raw "
+          f"forward ({alt_loop / loop:.2f}x the default {default})")
+    out.update(schedule=default, other_schedule=other, other_loop_ips=alt_loop, ratio_other_loop=alt_loop / raw)
+
     why = nvjpeg_reason(device)
     if why is None:
         cond = Condition("decoder/nvjpeg", "decoder", "bench-device", 1, {"decoder": "decoder/nvjpeg"})

@@ -1,21 +1,35 @@
-"""Shared-prefix preprocessing: the ``imagenet-s`` suite's decoder x resize pairs, grouped (each
-image decoded once per decoder, :mod:`robustbench_sys.eval.prefix`) vs the per-unit loop
-(:func:`robustbench_sys.eval.loop.batches`, every unit decodes every image), side by side in one run.
+"""Shared-prefix execution (:mod:`robustbench_sys.eval.prefix`), side by side in one run:
 
-    python benchmarks/bench_prefix.py [--images 100] [--model mobilenet_v2] [--workers N] [--check 16]
+(a) preprocessing alone: the ``imagenet-s`` suite's decoder x resize pairs, grouped (each image
+    decoded once per decoder) vs the per-unit loop (:func:`robustbench_sys.eval.loop.batches`,
+    every unit decodes every image);
+(b) a whole suite (default ``sysnoise``) evaluated end to end for one model on N images:
+    grouped (each image decoded once per decoder and preprocessed once per image-side pipeline
+    for every model-side condition) vs ``ROBUSTBENCH_SYS_SHARED_PREFIX=0`` (the per-unit loop),
+    each in a fresh process with a fresh deploy cache and a fresh TorchInductor cache (neither side
+    reuses the other's exports or compilations); asserts the two stores' rows are identical.
 
-Preprocessing alone (no model): every pair available here, on the first N images of the shared
-ImageNet sample, with the evaluator's batch size and preprocessing workers.  The two loops run
-interleaved (per-unit, grouped, per-unit, grouped ...; best of ``--repeats``), then the inputs
-of the first ``--check`` images are compared bit for bit (same inputs in the same batches give
-the same rows: the scoring is shared code).  Prints the wall times and the ratio.
+    python benchmarks/bench_prefix.py [--part a|b|ab] [--images 100] [--suite-images 100]
+        [--model mobilenet_v2] [--suite sysnoise] [--workers N] [--check 16] [--no-speed]
+
+(a): every pair available here, on the first N images of the shared ImageNet sample, with the
+evaluator's batch size and preprocessing workers.  The two loops run interleaved (per-unit,
+grouped, per-unit, grouped ...; best of ``--repeats``), then the inputs of the first ``--check``
+images are compared bit for bit (same inputs in the same batches give the same rows: the scoring
+is shared code).  Prints the wall times and the ratio.  (b): prints each side's wall time of
+``evaluate`` (and of its whole process), the ratio and ``os.getloadavg()`` before / after each
+side (the machine may be shared: a busy machine slows either side).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,14 +86,30 @@ def grouped(pipes, samples, bs, workers, digest=None):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=100)
+    ap.add_argument("--part", default="ab", help="a: imagenet-s preprocessing; b: a whole suite end to end")
+    ap.add_argument("--images", type=int, default=100, help="(a) images")
+    ap.add_argument("--suite-images", type=int, default=100, help="(b) images (the issue asks for 500)")
     ap.add_argument("--model", default="mobilenet_v2")
+    ap.add_argument("--suite", default="sysnoise", help="(b) the suite")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "imagenet-sample"))
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=None, help="preprocessing processes (default: one per core)")
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--check", type=int, default=16, help="images whose inputs are compared bit for bit")
+    ap.add_argument("--check", type=int, default=16, help="(a) images whose inputs are compared bit for bit")
+    ap.add_argument("--no-speed", action="store_true", help="(b) no deploy-speed timing (eval --no-speed)")
+    ap.add_argument("--side", choices=["grouped", "per-unit"], help=argparse.SUPPRESS)   # (b): one side, in a child
+    ap.add_argument("--out", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.side:
+        _suite_side(a)
+        return
+    if "a" in a.part:
+        part_a(a)
+    if "b" in a.part:
+        part_b(a)
+
+
+def part_a(a) -> None:
     workers = preprocess_workers() if a.workers is None else a.workers
     samples = list(load_dataset(a.data).limit(a.images).samples)
     pipes, missing = _pipelines(a.model)
@@ -88,6 +118,7 @@ def main() -> None:
           f"{', '.join(d.split('/')[1] for d in decs)}; {len(missing)} unavailable), {len(samples)} images, "
           f"batch {a.batch_size}, {workers} workers")
     best = {"per-unit": float("inf"), "grouped": float("inf")}
+    load0 = os.getloadavg()
     for _ in range(a.repeats):
         for name, fn in (("per-unit", per_unit), ("grouped", grouped)):
             t = time.perf_counter()
@@ -95,6 +126,8 @@ def main() -> None:
             best[name] = min(best[name], time.perf_counter() - t)
             assert n == len(pipes) * len(samples), (name, n)
     cells = len(pipes) * len(samples)
+    print(f"  load (os.getloadavg) before {', '.join(f'{x:.2f}' for x in load0)}, "
+          f"after {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for name, s in best.items():
         print(f"  {name:9s} {s:8.2f} s   {cells / s:8.1f} image-conditions/s")
     print(f"  ratio     x{best['per-unit'] / best['grouped']:.2f}  (per-unit / grouped wall time; goal >= 5)")
@@ -107,6 +140,85 @@ def main() -> None:
     print(f"  inputs identical bit for bit on {len(check)} images x {len(pipes)} pairs: {'yes' if same else 'NO'}")
     if not same:
         sys.exit(1)
+
+
+# ---------------------------------------------------------------------- (b) a whole suite
+def _suite_side(a) -> None:
+    """In a child process: evaluate the suite with grouping on or off (set by the parent's
+    environment); prints a JSON line with the wall time of ``evaluate``."""
+    from robustbench_sys.eval.api import evaluate
+
+    t = time.perf_counter()
+    df = evaluate(a.model, [a.suite], a.data, a.out, limit=a.suite_images, batch_size=a.batch_size,
+                  workers=a.workers, progress=False, speed=not a.no_speed)
+    wall = time.perf_counter() - t
+    print(json.dumps({"wall": wall, "units": len(df), "skipped": len(df.attrs["skipped"])}))
+
+
+def _fresh_cache(tmp: Path) -> Path:
+    """A cache folder that shares the real one's weights, data sets and isolated venvs but has no
+    ``deploy`` folder (no side reuses the other's exported / quantised models)."""
+    real = Path(os.environ.get("ROBUSTBENCH_SYS_CACHE") or Path.home() / ".cache" / "robustbench-sys")
+    cache = tmp / "cache"
+    cache.mkdir()
+    for entry in real.iterdir() if real.is_dir() else []:
+        if entry.name != "deploy":
+            (cache / entry.name).symlink_to(entry)
+    return cache
+
+
+def part_b(a) -> None:
+    import numpy as np
+
+    from robustbench_sys.results.store import ResultsStore
+
+    tmp = Path(tempfile.mkdtemp(prefix="rbs-bench-prefix-"))
+    print(f"\n{a.suite} suite end to end for {a.model}: {a.suite_images} images of {a.data}, batch {a.batch_size}, "
+          f"workers {'default' if a.workers is None else a.workers}, speed timing {'off' if a.no_speed else 'on'}; "
+          f"{os.cpu_count()} CPUs, torch threads default", flush=True)
+    res, stores = {}, {}
+    for side in ("per-unit", "grouped"):
+        root = tmp / side
+        root.mkdir()
+        env = {**os.environ, "ROBUSTBENCH_SYS_SHARED_PREFIX": "1" if side == "grouped" else "0",
+               "ROBUSTBENCH_SYS_CACHE": str(_fresh_cache(root)), "TORCHINDUCTOR_CACHE_DIR": str(root / "inductor")}
+        cmd = [sys.executable, __file__, "--side", side, "--out", str(root / "out"), "--model", a.model,
+               "--suite", a.suite, "--data", a.data, "--suite-images", str(a.suite_images),
+               "--batch-size", str(a.batch_size)] + (["--workers", str(a.workers)] if a.workers is not None else []) \
+            + (["--no-speed"] if a.no_speed else [])
+        load0 = os.getloadavg()
+        t = time.perf_counter()
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        total = time.perf_counter() - t
+        load1 = os.getloadavg()
+        if p.returncode != 0:
+            print(p.stderr[-3000:])
+            sys.exit(f"{side}: the run failed (rc {p.returncode})")
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+        res[side] = r
+        stores[side] = root / "out"
+        print(f"  {side:9s} evaluate {r['wall']:8.1f} s  (process {total:7.1f} s)  {r['units']} units, "
+              f"{r['skipped']} skipped;  load before {', '.join(f'{x:.2f}' for x in load0)}, "
+              f"after {', '.join(f'{x:.2f}' for x in load1)}", flush=True)
+    ratio = res["per-unit"]["wall"] / res["grouped"]["wall"]
+    print(f"  ratio     x{ratio:.2f}  (per-unit / grouped evaluate wall time)")
+    rows = {k: ResultsStore(v).per_image().sort_values(["unit_id", "file"]).reset_index(drop=True)
+            for k, v in stores.items()}
+    a_, b_ = rows["per-unit"], rows["grouped"]
+    same = len(a_) == len(b_) > 0 and all(a_[c].tolist() == b_[c].tolist() for c in
+                                          ("unit_id", "file", "condition", "pred", "correct", "correct5", "status"))
+    same = same and all(np.array_equal(np.stack(a_[c].to_numpy()), np.stack(b_[c].to_numpy()))
+                        for c in ("top5", "top5_prob"))
+    differ = []
+    if not same and len(a_) == len(b_):
+        for cond, g in a_.groupby("condition"):
+            h = b_.loc[g.index]
+            if not (g.pred.tolist() == h.pred.tolist() and np.array_equal(np.stack(g.top5_prob.to_numpy()),
+                                                                          np.stack(h.top5_prob.to_numpy()))):
+                differ.append(cond)
+    print(f"  rows identical bit for bit ({len(a_)} rows, {a_.unit_id.nunique()} units): "
+          f"{'yes' if same else 'NO ' + ', '.join(differ)}")
+    assert same, f"grouped rows differ from the per-unit rows: {differ or 'row sets differ'}"
 
 
 if __name__ == "__main__":

@@ -17,6 +17,23 @@ Printed (never asserted; each figure measured in this run, rounds interleaved, b
    alone (the ``run_unit`` calls), against the bound.  The resize suite's bound weighs each
    unit's own preprocessing rate (measured like 2., on the first 64 images).
 
+With ``--threads`` it prints instead the thread plans of :mod:`robustbench_sys.threads` against
+naive settings (``ROBUSTBENCH_SYS_THREADS=naive``: every library at its default thread count and
+OpenMP at its default, spinning wait policy, in every process), the same evaluation side by side, each run a fresh
+subprocess with the tuned allocator, rounds interleaved, best round: the one-process path
+(lockstep preprocessing workers) and ``scheduler="local:2"`` (two Dask worker processes), img/s
+end to end, the tuned / naive ratio, the plan each recorded in its summaries' provenance and
+the 1-minute load average before and after each run::
+
+    .venv/bin/python benchmarks/bench_runner.py --threads [--suite resize] [--limit 128] [--repeats 2]
+                                                [--schedulers none,local:1,local:2]
+
+Naive is not what it sounds like everywhere: forked preprocessing workers stay at one thread
+in every mode (at more, a forked worker's first parallel torch op waits forever for the
+parent's OpenMP threads), and Dask's nanny starts every worker with ``OMP_NUM_THREADS=1``
+(``distributed.nanny.pre-spawn-environ``), so a naive Dask worker that owns several cores runs
+the model on one (``local:1`` shows it on a small machine).
+
 Data: ``../shared/data/imagenet-sample`` next to the repository (resolved from this file).
 """
 
@@ -36,6 +53,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT))   # after PYTHONPATH / the installed package
 DATA = ROOT.parent / "shared" / "data" / "imagenet-sample"
 MALLOC_VARS = ("ROBUSTBENCH_SYS_MALLOC", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
+#: the user's own OpenMP wait policy (``import robustbench_sys`` sets one in this process: its
+#: children must not inherit that, or naive runs would get it too)
+USER_WAIT = os.environ.get("OMP_WAIT_POLICY")
 
 
 # ---------------------------------------------------------------------- subprocess bodies
@@ -101,21 +121,45 @@ def _child_preprocess(a) -> dict:
     return {"img_s": rates}
 
 
+def _child_evaluate(a) -> dict:
+    """One evaluate() of ``a.suite`` (with ``a.scheduler`` when not "none") into a fresh store,
+    under the thread plan of ``ROBUSTBENCH_SYS_THREADS`` (set by the parent)."""
+    import robustbench_sys
+    from robustbench_sys.alloc import tune_allocator
+
+    tune_allocator()   # as the CLI does
+    kw = {} if a.scheduler == "none" else {"scheduler": a.scheduler}
+    load0 = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        df = robustbench_sys.evaluate(a.model, [a.suite], a.data, out, limit=a.limit, batch_size=a.batch_size,
+                                      progress=False, speed=False, **kw)
+        wall = time.perf_counter() - t0
+    n = a.limit * (len(df) + len(df.attrs.get("skipped", [])))
+    rec = json.loads(df.provenance.iloc[0])["threads"]
+    return {"wall": wall, "n": n, "units": len(df), "threads": rec["process"], "load0": load0,
+            "load1": os.getloadavg()[0]}
+
+
 def _child(argv) -> None:
     ap = argparse.ArgumentParser()
-    for k in ("--child", "--model", "--alloc", "--images", "--data", "--specs"):
+    for k in ("--child", "--model", "--alloc", "--images", "--data", "--specs", "--suite", "--scheduler"):
         ap.add_argument(k)
     for k in ("--batch-size", "--limit", "--repeats", "--per-unit"):
         ap.add_argument(k, type=int)
     a = ap.parse_args(argv)
-    out = _child_forward(a) if a.child == "forward" else _child_preprocess(a)
+    out = {"forward": _child_forward, "preprocess": _child_preprocess, "evaluate": _child_evaluate}[a.child](a)
     print("RESULT " + json.dumps(out))
 
 
-def _run_child(args: list[str], alloc: str) -> dict:
+def _run_child(args: list[str], alloc: str, env_extra: dict | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in MALLOC_VARS}
     env["ROBUSTBENCH_SYS_MALLOC"] = alloc
     env.setdefault("HF_HUB_OFFLINE", "1")
+    env.pop("OMP_WAIT_POLICY", None)
+    if USER_WAIT is not None:
+        env["OMP_WAIT_POLICY"] = USER_WAIT
+    env.update(env_extra or {})
     p = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True)
     line = next((ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if p.returncode or line is None:
@@ -165,8 +209,15 @@ def main(argv=None):
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--repeats", type=int, default=2, help="interleaved rounds of the raw forward")
     ap.add_argument("--no-suite", action="store_true", help="skip the resize-suite harness run")
+    ap.add_argument("--threads", action="store_true",
+                    help="only the thread plans vs naive thread settings (see the module doc)")
+    ap.add_argument("--suite", default="resize", help="the suite of --threads (clean is always included)")
+    ap.add_argument("--schedulers", default="none,local:1,local:2",
+                    help="the runs of --threads: none (one process) and / or local:N Dask clusters")
     a = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if a.threads:
+        return threads_bench(a)
 
     from robustbench_sys.alloc import tune_allocator
 
@@ -231,6 +282,46 @@ def main(argv=None):
         print(f"    resize-suite preprocessing, one core: {min(rates):.1f} .. {max(rates):.1f} img/s "
               f"(slowest: {slowest[1]['resize']})")
     print(f"  load average now {os.getloadavg()[0]:.1f}")
+
+
+def _plan_text(t: dict) -> str:
+    return (f"torch {t['torch']}/{t['interop']} opencv {t['opencv']} "
+            f"OMP {t['env'].get('OMP_NUM_THREADS', '-')} wait {t['env'].get('OMP_WAIT_POLICY', 'default')}"
+            + (f" ({'; '.join(t['notes'])})" if t["notes"] else ""))
+
+
+def threads_bench(a) -> None:
+    """Thread plans vs naive thread settings, one process and local:2, side by side (module doc)."""
+    from robustbench_sys.procs import available_cores
+
+    cores = available_cores()
+    print(f"{a.model} x clean+{a.suite} x {a.limit} images of {a.data}, batch {a.batch_size}, {cores} cores, "
+          f"tuned allocator, load {os.getloadavg()[0]:.2f}")
+    common = ["--child", "evaluate", "--model", a.model, "--suite", a.suite, "--data", a.data,
+              "--limit", str(a.limit), "--batch-size", str(a.batch_size)]
+    runs: dict = {}
+    scheds = a.schedulers.split(",")
+    for r in range(a.repeats):
+        for sched in scheds:
+            for mode in ("auto", "naive"):
+                res = _run_child([*common, "--scheduler", sched], "tuned", {"ROBUSTBENCH_SYS_THREADS": mode})
+                runs.setdefault((sched, mode), []).append(res)
+                print(f"  round {r + 1} {'one process' if sched == 'none' else sched:<11} {mode:<5}: "
+                      f"{res['n'] / res['wall']:6.1f} img/s ({res['wall']:5.1f} s)  load {res['load0']:.2f} -> "
+                      f"{res['load1']:.2f}", flush=True)
+    print("best rounds (img/s end to end, model load and planning included):")
+    for sched in scheds:
+        best = {m: max(runs[(sched, m)], key=lambda x: x["n"] / x["wall"]) for m in ("auto", "naive")}
+        rate = {m: b["n"] / b["wall"] for m, b in best.items()}
+        name = "one process" if sched == "none" else sched
+        for m in ("auto", "naive"):
+            print(f"  {name:<11} {'planned' if m == 'auto' else 'naive':<7} {rate[m]:6.1f} img/s   "
+                  f"{best[m]['threads']['kind']}: {_plan_text(best[m]['threads'])}")
+        paired = [p["n"] / p["wall"] / (q["n"] / q["wall"])
+                  for p, q in zip(runs[(sched, "auto")], runs[(sched, "naive")])]
+        print(f"  {name:<11} planned / naive: {rate['auto'] / rate['naive']:.2f}x best rounds; per round "
+              f"{', '.join(f'{x:.2f}x' for x in paired)} (load decides: spinning OpenMP threads lose on busy cores)")
+    print(f"  load average now {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

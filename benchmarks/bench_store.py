@@ -12,11 +12,16 @@ each in a fresh process (cold: no in-process cache; the OS page cache is whateve
 - ``robustbench-sys results show --out ROOT``                                   goal < 2 s
 - the dashboard's Leaderboard page through streamlit's AppTest                  goal < 2 s
 
-side by side with the layout before issue 15: the summaries read file by file (no table) and one
-unit stored as part files of 32 rows.  Prints file counts and bytes per row.
+side by side with what came before: the summaries read file by file (no table), one unit stored as
+part files of 32 rows, and the row-by-row leaderboard build (tests/_leaderboard_reference.py, the
+reference the vectorised build is tested against).  Prints file counts and bytes per row.
 
     .venv/bin/python benchmarks/bench_store.py [--rows 100000000] [--models 20] [--conditions 500]
-                                               [--keep DIR] [--threads 2]
+                                               [--keep DIR] [--threads 2] [--ops leaderboard,dashboard]
+
+Building 100 million rows takes minutes; to iterate, keep a store with the same 10,000 summaries and a
+smaller per-image part (``--rows 1000000 --keep /tmp/rbs-1m``: 100 images per unit, built in about a
+minute, reused by the next call) and time only some operations (``--ops``).
 """
 
 from __future__ import annotations
@@ -80,14 +85,18 @@ def build_store(root: Path, rows: int, n_models: int, n_conds: int, threads: int
         top5[:, 1:] = (pred[:, None] + r.integers(1, 1000, (n_images, 4))) % 1000
         logits = np.sort(r.standard_normal((n_images, 5)).astype(np.float32) * 2, axis=1)[:, ::-1]
         prob = (np.exp(logits) / (np.exp(logits).sum(1, keepdims=True) * 1.25)).astype(np.float32)
-        correct5 = (top5 == labels[:, None]).any(1)
+        hit = top5 == labels[:, None]
+        correct5 = hit.any(1)
+        label_prob = np.where(correct5, prob[np.arange(n_images), hit.argmax(1)],
+                              r.random(n_images).astype(np.float32) * prob[:, -1]).astype(np.float32)
         table = pa.table({
             "run_id": _const("20260101-000000-bench0", n_images), "unit_id": _const(unit, n_images),
             "model": _const(model, n_images), "condition": _const(c, n_images), "family": _const(fam, n_images),
             "dataset": _const("imagenet-val", n_images), "file": files, "label": label_arr, "pred": pa.array(pred),
             "top5": pa.ListArray.from_arrays(offsets, pa.array(top5.ravel())),
             "top5_prob": pa.ListArray.from_arrays(offsets, pa.array(prob.ravel())),
-            "correct": pa.array(correct), "correct5": pa.array(correct5), "status": _const("ok", n_images)},
+            "correct": pa.array(correct), "correct5": pa.array(correct5), "status": _const("ok", n_images),
+            "label_prob": pa.array(label_prob)},
             schema=PER_IMAGE_SCHEMA)
         pipeline = {"decoder": "pil", "resize": c if fam == "resize" else "pil-bilinear", "size": 224,
                     "crop": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "precision": "fp32"}
@@ -145,9 +154,13 @@ def old_layout_unit(root: Path, src: ResultsStore, unit: str, batch: int = 32) -
 
 # ---------------------------------------------------------------------- the timed operations (fresh process each)
 def _op(name: str, root: str, arg: str) -> float:
-    if name == "leaderboard":
-        from robustbench_sys.results import leaderboard as L
+    if name in ("leaderboard", "leaderboard-reference"):
         from robustbench_sys.results.store import read_summaries
+        if name == "leaderboard":
+            from robustbench_sys.results import leaderboard as L
+        else:
+            sys.path.insert(0, str(ROOT / "tests"))
+            import _leaderboard_reference as L
         t = time.perf_counter()
         df, _ = read_summaries(root)
         L.build(df)
@@ -226,6 +239,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="writer threads while building")
     ap.add_argument("--repeat", type=int, default=3, help="fresh processes per timing (the best is shown)")
     ap.add_argument("--keep", default=None, help="build the store here and keep it (reused when it exists)")
+    ap.add_argument("--ops", default=None, help="time only these operations (comma-separated op names: "
+                    "leaderboard, leaderboard-reference, summaries, summaries-no-table, drill-down, "
+                    "drill-down-projected, results-show, dashboard); default all")
     a = ap.parse_args()
     root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="rbs-bench-store-"))
     old = Path(tempfile.mkdtemp(prefix="rbs-bench-store-old-"))
@@ -247,8 +263,11 @@ def main() -> None:
         print(f"first read_summaries after the writes (reads {len(df):,} files, builds the table): {first:.2f} s")
         unit = df.unit_id.iloc[len(df) // 2]
         n_parts = old_layout_unit(old, ResultsStore(root), unit)
-        print(f"\n{'operation (fresh process each)':<48}{'in-process':>11}{'process':>9}   goal")
+        print(f"\nload averages (1, 5, 15 min) before timing: {', '.join(f'{v:.2f}' for v in os.getloadavg())} "
+              f"on {os.cpu_count()} cores")
+        print(f"{'operation (fresh process each)':<48}{'in-process':>11}{'process':>9}   goal")
         rows = [("leaderboard cold (read_summaries + build)", "leaderboard", root, "", "< 1 s"),
+                ("  before: row-by-row build (reference)", "leaderboard-reference", root, "", ""),
                 ("  of which read_summaries (table + newer files)", "summaries", root, "", ""),
                 ("  before: summaries file by file (no table)", "summaries-no-table", root, "", ""),
                 ("drill-down: one unit's rows (1 file)", "drill-down", root, unit, "< 0.5 s"),
@@ -256,9 +275,13 @@ def main() -> None:
                 (f"  before: the same unit as {n_parts} parts", "drill-down", old, unit, ""),
                 ("results show --out", "results-show", root, "", "< 2 s"),
                 ("dashboard Leaderboard page cold (AppTest)", "dashboard", root, "", "< 2 s")]
+        ops = set(a.ops.split(",")) if a.ops else None
         for label, op, r, arg, goal in rows:
+            if ops is not None and op not in ops:
+                continue
             t_in, t_wall = cold(op, r, arg, a.repeat if op != "dashboard" else min(a.repeat, 2))
             print(f"{label:<48}{t_in:>10.3f}s{t_wall:>8.2f}s   {goal}", flush=True)
+        print(f"load averages after: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     finally:
         shutil.rmtree(old, ignore_errors=True)
         if not a.keep:

@@ -1,6 +1,6 @@
 """robustbench-sys dashboard (Streamlit): leaderboard, ΔACC heatmap, clean-vs-robust scatter,
-per-condition drill-down, flipped-image viewer, deployment-stack audits and provenance, over one
-results store.
+per-condition drill-down, flipped-image viewer, deployment-stack audits, provenance and a
+calibration ranking (ECE / NLL), over one results store.
 
 Start it with ``robustbench-sys dashboard [--results DIR] [--port N] [--expose]`` (binds
 127.0.0.1 unless ``--expose``; usage statistics off).  Everything shown is read from the store
@@ -28,12 +28,27 @@ import streamlit as st
 
 from robustbench_sys.paths import default_results_dir
 from robustbench_sys.results import leaderboard as L
-from robustbench_sys.results import report
-from robustbench_sys.results.pareto import front_mask
 from robustbench_sys.results.store import ResultsStore, StoreError
 
+
+class _LazyModule:
+    """A module imported on its first attribute access (a plain, thread-safe import each time: a
+    ``sys.modules`` lookup once loaded), so a module only some pages use (``report``: deploy,
+    drill-down, audit, calibration) costs the other pages nothing."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
+report = _LazyModule("robustbench_sys.results.report")
+
 PAGES = ("Leaderboard", "ΔACC heatmap", "Clean vs robust", "Deployment speed", "Condition drill-down",
-         "Flipped images", "Audit", "Provenance")
+         "Flipped images", "Audit", "Provenance", "Calibration")
 
 
 # ---------------------------------------------------------------------- data access (cached)
@@ -45,19 +60,34 @@ def results_arg() -> str:
     return str(Path(a.results or default_results_dir()).expanduser())
 
 
-def store_signature(root: str) -> tuple:
-    """A digest of (name, mtime_ns, size) of every summary / unit file and per-image folder: the cache key."""
-    r = Path(root)
-    sig = []
-    for sub in ("summaries", "units", "per_image"):
-        d = r / sub
-        if d.is_dir():
-            with os.scandir(d) as it:
-                for e in it:
-                    if not e.name.startswith("."):
+def _listing(d: Path) -> list[tuple]:
+    """(name, inode, mtime_ns, size) of every entry of ``d`` but temporary ones (``.name``); [] when none."""
+    out = []
+    try:
+        with os.scandir(d) as it:
+            for e in it:
+                if not e.name.startswith("."):
+                    try:
                         st_ = e.stat()
-                        sig.append((sub, e.name, st_.st_mtime_ns, st_.st_size))
-    return (hashlib.sha1(repr(sorted(sig)).encode()).hexdigest(),)   # one short key: st.cache_data hashes it per call
+                    except FileNotFoundError:   # removed meanwhile
+                        continue
+                    out.append((e.name, e.inode(), st_.st_mtime_ns, st_.st_size))
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    return sorted(out)
+
+
+def store_signature(root: str) -> tuple:
+    """The cache key of everything read from ``summaries/``: a digest of (name, inode, mtime_ns, size)
+    of every summary file, the identity ``read_summaries`` checks its compacted table against.  A new
+    run adds or atomically replaces summary files (a new inode even within one mtime tick), so a
+    new result always changes the key; per-image rows have their own key (:func:`unit_signature`)."""
+    return (hashlib.sha1(repr(_listing(Path(root) / "summaries")).encode()).hexdigest(),)
+
+
+def unit_signature(root: str, unit_id: str) -> tuple:
+    """The cache key of one unit's per-image rows: its part / compacted files' identities."""
+    return (hashlib.sha1(repr(_listing(Path(root) / "per_image" / unit_id)).encode()).hexdigest(),)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -76,8 +106,13 @@ def build_leaderboard(root: str, signature: tuple, fingerprint: str | None, fami
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def load_unit_rows(root: str, unit_id: str, signature: tuple) -> pd.DataFrame:
+def _load_unit_rows(root: str, unit_id: str, unit_sig: tuple) -> pd.DataFrame:
     return ResultsStore(root).read_unit_rows(unit_id)
+
+
+def load_unit_rows(root: str, unit_id: str, signature: tuple | None = None) -> pd.DataFrame:
+    """One unit's per-image rows, cached on the unit's own files (``signature``, the store's, is not needed)."""
+    return _load_unit_rows(root, unit_id, unit_signature(root, unit_id))
 
 
 def unit_spec(root: str, unit_id: str) -> dict:
@@ -86,10 +121,17 @@ def unit_spec(root: str, unit_id: str) -> dict:
 
 def in_progress_units(root: str, summaries: pd.DataFrame) -> list[str]:
     """Unit ids with a spec or per-image parts but no summary yet (a run still writing, or killed)."""
+    def names(d: Path, want_dir: bool) -> set[str]:   # (no stat per entry: the directory's own types)
+        try:
+            with os.scandir(d) as it:
+                return {e.name for e in it if not e.name.startswith(".")
+                        and (e.is_dir() if want_dir else e.name.endswith(".json"))}
+        except (FileNotFoundError, NotADirectoryError):
+            return set()
+
     r = Path(root)
-    ids = {p.stem for p in (r / "units").glob("*.json")} | \
-          {p.name for p in (r / "per_image").glob("*") if p.is_dir()}
-    done = set(summaries.unit_id) if "unit_id" in summaries else set()
+    ids = {n[:-len(".json")] for n in names(r / "units", False)} | names(r / "per_image", True)
+    done = set(summaries.unit_id.unique()) if "unit_id" in summaries else set()
     return sorted(ids - done)
 
 
@@ -177,7 +219,13 @@ def raised_flags(rows: pd.DataFrame) -> list[dict]:
     if rows.empty or ("validity_flags" not in rows and "validity_raised" not in rows):
         return []
     out = []
-    for _, r in _latest(rows).iterrows():
+    rows = _latest(rows)
+    some = np.zeros(len(rows), dtype=bool)   # rows with a non-blank flag text: the only ones read one by one
+    for c in ("validity_flags", "validity_raised"):
+        if c in rows:
+            text = rows[c].astype(object)
+            some |= (text.notna() & (text.astype(str).str.strip() != "")).to_numpy(dtype=bool)
+    for _, r in rows[some].iterrows():
         flags: list[tuple[str, str]] = []
         raw = r.get("validity_flags")
         if isinstance(raw, str) and raw.strip():
@@ -220,8 +268,11 @@ def flag_column(entries: list[dict], models, by: str | None = None) -> list[str]
 # ---------------------------------------------------------------------- pages
 def page_leaderboard(root: str, sig: tuple, df: pd.DataFrame) -> None:
     st.header("Leaderboard")
-    fp = _dataset_choice(df, "lb")
-    fams_all = sorted(set(df.family), key=lambda f: (f != L.CLEAN, f))
+    test_fam = df.dataset_kind.map(L.TEST_SETS_BY_KIND) if "dataset_kind" in df else pd.Series(None, index=df.index)
+    main = df[test_fam.isna()]   # released test sets are families of their own, not a data set to pick
+    fp = _dataset_choice(main, "lb") if len(main) else None
+    tests = set(test_fam.dropna())
+    fams_all = sorted(set(df.family), key=lambda f: (f != L.CLEAN, f)) + sorted(tests)   # released test sets last
     fams = st.multiselect("families", fams_all, key="lb-fams", help="empty = every family")
     sub = _tag_filter(df, "lb")
     if sub.empty:
@@ -231,7 +282,12 @@ def page_leaderboard(root: str, sig: tuple, df: pd.DataFrame) -> None:
     if lb.empty:
         st.info("Nothing to rank with these filters.")
         return
-    st.caption(f"Data set **{lb.dataset}** (fingerprint `{lb.dataset_fingerprint}`). Rank = 1 + number of models "
+    where = (f"Data set **{lb.dataset}** (fingerprint `{lb.dataset_fingerprint}`)" if lb.dataset is not None
+             else "Released test sets only")
+    if lb.test_sets:
+        where += (f"; released test sets ranked as families of their own (not in the overall rank): "
+                  f"{', '.join(lb.test_sets)}")
+    st.caption(f"{where}. Rank = 1 + number of models "
                "whose 95% interval lies entirely on the better side, so models whose interval overlaps the "
                "leader's share rank 1; '=' marks a tie. ΔACC = reference − condition accuracy (pp, positive = "
                "lost). Click a column header to sort.")
@@ -313,6 +369,8 @@ def page_scatter(root: str, sig: tuple, df: pd.DataFrame) -> None:
                       "clean 95% CI": [f"[{100 * a:.1f}, {100 * b:.1f}]"
                                        for a, b in zip(d.top1_ci_low, d.top1_ci_high)],
                       "robust top1 %": (100 * d.robust).round(2), "options": d.options, "n": d.n})
+    from robustbench_sys.results.pareto import front_mask
+
     d["Pareto front"] = front_mask(d["clean top1 %"], d["robust top1 %"])
     pts = alt.Chart(d).mark_circle(size=90).encode(
         x=alt.X("clean top1 %:Q", scale=alt.Scale(zero=False)), y=alt.Y("robust top1 %:Q", scale=alt.Scale(zero=False)),
@@ -619,8 +677,29 @@ def _json(s) -> dict:
         return {"unparsed": str(s)}
 
 
+def page_calibration(root: str, sig: tuple, df: pd.DataFrame) -> None:
+    """Models ranked by expected calibration error or NLL per condition (report.calibration_table)."""
+    st.header("Calibration")
+    if not report.has_calibration(df):
+        st.info("No calibration figures in this store: its summaries predate them. Delete its `summaries/` "
+                "folder and re-run the same eval command to rebuild them from the stored per-image rows.")
+        return
+    fp = _dataset_choice(df, "ca")
+    s = df[df.dataset_fingerprint == fp]
+    c1, c2 = st.columns(2)
+    conds = sorted(set(s.condition), key=lambda c: (c != "clean", c))
+    cond = c1.selectbox("condition", ["(all)", *conds], key="ca-cond")
+    by = c2.radio("rank by", ("ECE", "NLL"), horizontal=True, key="ca-by")
+    st.caption("ECE: expected calibration error over 15 equal-width bins of the top-1 softmax probability "
+               "(Guo et al. 2017); NLL: mean −ln p(label). Lower is better; rank 1 = best calibrated model for "
+               "the condition; Δ = condition − the model's reference. Attack conditions are scored on the "
+               "adversarial images.")
+    t = report.calibration_table(s if cond == "(all)" else s[s.condition == cond], rank_by=by.lower())
+    st.dataframe(t, hide_index=True, width="stretch")
+
+
 RENDER = dict(zip(PAGES, (page_leaderboard, page_heatmap, page_scatter, page_deploy, page_drilldown, page_flips,
-                          page_audit, page_provenance)))
+                          page_audit, page_provenance, page_calibration)))
 
 
 # ---------------------------------------------------------------------- main

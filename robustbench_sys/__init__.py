@@ -17,6 +17,10 @@ torch import); the audit of a deployment stack is :func:`robustbench_sys.audit.a
 
 from typing import Any
 
+from robustbench_sys.threads import early as _early_threads
+
+_early_threads()   # OpenMP's wait policy, before anything loads torch (robustbench_sys.threads)
+
 __version__ = "0.1.0"
 __all__ = ["__version__", "evaluate"]
 

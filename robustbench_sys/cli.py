@@ -3,17 +3,22 @@
     robustbench-sys eval --model mobilenet_v2 --suite clean,resize --data DIR --out DIR [--device cpu|cuda|cuda:N|auto]
     robustbench-sys eval --model timm:NAME[.TAG]|torchvision:NAME[.WEIGHTS]|model.onnx|python:pkg.mod:factory \
                          [--checkpoint FILE] [--preprocess CARD] --suite ... --data DIR
+    robustbench-sys eval --model M --data IMAGENET-C-ROOT --clean-data VAL_DIR|none [--released-input resize|pad] \
+                         [--data-format imagenet-c|imagenet-c-bar|imagenet-3dcc]   # released corruption sets as-is
+    robustbench-sys eval --model M --data DIR [--data-format imagenet-a|imagenet-r|imagenet-o|imagenet-sketch|
+                         imagenetv2|imagenet-real] [--ood-in VAL_DIR]   # released test sets (recognised without it)
     robustbench-sys demo                      # offline zoo x foolbox demo set, prints a table
     robustbench-sys zoo list | zoo fetch [NAME...] [--offline] | zoo add CHECKPOINT --arch timm:NAME --name NAME
     robustbench-sys suites list | suites show NAME
     robustbench-sys noises list [PATTERN]
     robustbench-sys audit --model M --stack "decoder=opencv,resize=cv2-linear,..." --data DIR [--out DIR]
-    robustbench-sys results show [--out DIR] [--by condition|family|matrix|imagenet-s|natural|adversarial|audit|deploy]
-                                 [--format table|markdown|csv]
+    robustbench-sys results show [--out DIR] [--by condition|family|matrix|imagenet-s|natural|adversarial|audit|deploy|
+                                                   calibration|imagenet-p] [--format table|markdown|csv]
     robustbench-sys results verify [--out DIR] [--repair]
     robustbench-sys data fetch foolbox-demo
     robustbench-sys generate imagenet-s --src DIR --out DIR [--decoders ...] [--resizes ...] [--model CARD]
     robustbench-sys generate imagenet-c --src DIR --out DIR [--corruptions ...] [--severities 1,2,3,4,5] [--lossless]
+    robustbench-sys generate imagenet-p --src DIR --out DIR [--perturbations ...] [--difficulties 1,2,3]
     robustbench-sys leaderboard [--out DIR] [--family F,...] [--format table|markdown|csv|html] [--save FILE]
     robustbench-sys dashboard [--results DIR] [--port N] [--expose]
 """
@@ -52,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(ev)          # --checkpoint, --preprocess, --name
     ev.add_argument("--suite", default=["clean"], type=_csv, help="suite names or .toml paths, comma-separated")
     ev.add_argument("--data", required=True, help="image folder, folder with labels.csv, or foolbox-demo")
+    from robustbench_sys.released import add_released_options
+
+    add_released_options(ev)       # --data-format, --clean-data, --released-input (robustbench_sys.released)
+    ev.add_argument("--ood-in", default=None,
+                    help="with ImageNet-O as --data (required there): ImageNet validation images (wnid folders or "
+                         "labels.csv); those of its 200 classes are the in-distribution negatives of ood_aupr")
     _out_arg(ev)
     ev.add_argument("--limit", type=int, default=None, help="only the first N images (sorted by file name)")
     ev.add_argument("--batch-size", type=int, default=32)
@@ -111,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = rs.add_parser("show")
     _out_arg(show)
     show.add_argument("--by", choices=["condition", "family", "matrix", "imagenet-s", "natural", "adversarial",
-                                       "audit", "deploy"],
+                                       "audit", "deploy", "calibration", "imagenet-p"],
                       default="condition",
                       help="matrix: condition x model cells 'ΔACC pp [95%% CI] / flip %%' (one data set); "
                            "imagenet-s: RobustART's mean/std/max over decoder x resize pairs, then each "
@@ -119,11 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
                            "robust accuracy, AR and WCAR per attack; audit: each audited stack (whole, "
                            "each stage alone, cumulative path) with its verdict; deploy: the reference and "
                            "each deploy condition (precision / backend / device) with ΔACC, flip %%, latency, "
-                           "throughput, speed-up and the Pareto front")
+                           "throughput, speed-up and the Pareto front; calibration: top-1, ECE (15 bins), "
+                           "ΔECE vs the reference and NLL per condition, models ranked by ECE; imagenet-p: "
+                           "flip probability and top-5 distance per perturbation (generated ImageNet-P "
+                           "variants), their means, mFP / mT5D only where AlexNet normalisers are known")
     show.add_argument("--model", type=_csv, default=None)
     show.add_argument("--family", type=_csv, default=None, help="keep these families (and clean), comma-separated")
     show.add_argument("--dataset", default=None, help="keep this data set")
     show.add_argument("--format", choices=["table", "markdown", "csv"], default="table")
+    show.add_argument("--baseline-model", default=None,
+                      help="with --by imagenet-p: the model whose FP / T5D on the same sequences normalise mFP / "
+                           "mT5D (the paper's baseline is AlexNet: evaluate --model torchvision:alexnet first)")
 
     d = sub.add_parser("data", help="demo data sets")
     ds = d.add_subparsers(dest="data_cmd", required=True)
@@ -165,6 +182,9 @@ def _generate_parsers(sub) -> None:
         p.add_argument("--src", required=True, help="source images: ImageNet wnid folders, a folder with "
                                                     "labels.csv, or foolbox-demo")
         p.add_argument("--out", required=True, help="output root; one sub-folder per variant")
+        p.add_argument("--data-format", default=None,
+                       help="how to read --src: folder, imagenetv2 or imagenet-sketch (recognised from the folder "
+                            "without it); sets with a class subset or multi-labels are refused")
         p.add_argument("--size", type=int, default=None, help=f"crop size (default {default_geometry})")
         p.add_argument("--crop-pct", type=float, default=None, help="short side = floor(size / crop_pct)")
         p.add_argument("--model", default=None, help="take size and crop_pct (imagenet-c: also decoder and resize) "
@@ -196,6 +216,22 @@ def _generate_parsers(sub) -> None:
                                                                   "as the released ImageNet-C)")
     fmt.add_argument("--lossless", action="store_true", help="write PNG instead of JPEG")
 
+    ip = gs.add_parser("imagenet-p", help="ImageNet-P: perturbation sequences (frames) after Resize(256)",
+                       description="ImageNet-P (Hendrycks & Dietterich 2019): each image becomes a sequence of "
+                                   "frames per perturbation (31, translate 41), written as lossless PNG "
+                                   "<perturbation>/<source path without suffix>/<frame:02d>.png; noise "
+                                   "perturbations at difficulty 2 / 3 as <perturbation>_<d>. 'eval --data "
+                                   "<out>/<perturbation>' scores every frame and adds the flip probability and "
+                                   "top-5 distance to the summary. --src may also be the released ImageNet-P "
+                                   "videos (<perturbation>/<wnid>/<name>.mp4): their frames are decoded with "
+                                   "OpenCV into the same layout.")
+    common(ip, "224 / crop_pct 0.875, i.e. Resize(256) -> frames cropped to 224")
+    ip.add_argument("--perturbations", type=_csv, default=None,
+                    help="perturbation names, comma-separated (default: the 10 benchmark perturbations)")
+    ip.add_argument("--difficulties", type=_ints, default=[1],
+                    help="noise perturbations' difficulties, comma-separated 1..3 (default 1; the others have "
+                         "one sequence set, the difficulty being the frame step at evaluation)")
+
 
 def _cmd_generate(a) -> int:
     from robustbench_sys import generate as gen
@@ -203,13 +239,26 @@ def _cmd_generate(a) -> int:
 
     if a.limit is not None and a.limit < 1:
         raise UserError(f"--limit {a.limit}: must be at least 1")
-    src = load_dataset(a.src, exclude=a.out).limit(a.limit)
+    if a.generate_cmd == "imagenet-p":
+        from robustbench_sys.imagenet_p_videos import import_videos, is_video_root
+
+        if is_video_root(a.src):   # the released videos: decode their frames (OpenCV), no perturbing
+            r = import_videos(a.src, a.out, perturbations=a.perturbations, limit=a.limit)
+            print(f"decoded {r.written} frame(s), kept {r.verified} verified, {len(r.errors)} video error(s) in "
+                  f"{r.seconds:.1f} s -> {r.out}")
+            return 0
+    src = load_dataset(a.src, exclude=a.out, data_format=a.data_format).limit(a.limit)
+    if src.class_subset is not None or src.multi_labels is not None:
+        raise UserError(f"--src {a.src}: {src.kind} is scored with a class subset or multi-labels, which generated "
+                        "variants do not carry; generate from a plain ImageNet folder")
     if os.path.realpath(a.out) == os.path.realpath(src.root):
         raise UserError(f"--out {a.out}: the same folder as --src; give an output folder of its own "
                         "(inside --src is fine)")
     base = gen.base_pipeline(a.size, a.crop_pct, a.model)
     if a.generate_cmd == "imagenet-s":
         variants, fmt = gen.imagenet_s_variants(base, a.decoders, a.resizes), gen.PNG
+    elif a.generate_cmd == "imagenet-p":
+        variants, fmt = gen.imagenet_p_variants(base, a.perturbations, a.difficulties), gen.PNG
     else:
         if not a.lossless and not 1 <= a.jpeg_quality <= 100:
             raise UserError(f"--jpeg-quality {a.jpeg_quality}: must be 1..100")
@@ -227,6 +276,26 @@ def _cmd_generate(a) -> int:
     return 0
 
 
+def _print_imagenet_p(df, fmt: str, baseline_model: str | None = None, store=None) -> None:
+    from robustbench_sys.metrics import perturbation as pm
+    from robustbench_sys.results import report
+
+    table = report.imagenet_p_table(df)
+    if table.empty:
+        print("(no imagenet-p results in this store: run 'robustbench-sys generate imagenet-p ...' and then "
+              "'robustbench-sys eval ... --suite clean --data <out>/<perturbation>')")
+        return
+    print(report.render(table, fmt))
+    base = report.imagenet_p_baseline(df if store is None else store, baseline_model) if baseline_model else None
+    print("\nImageNet-P means over the benchmark perturbations present"
+          + (f"; mFP / mT5D normalised by {baseline_model} on the same sequences" if base else ""))
+    print(report.render(report.imagenet_p_summary(df, pm.ALEXNET_FP, pm.ALEXNET_T5D, baseline=base), fmt))
+    if pm.ALEXNET_FP is None and base is None:
+        print("(mFP / mT5D not shown: AlexNet's published ImageNet-P values are not included in robustbench-sys; "
+              "--baseline-model MODEL normalises by a model evaluated on the same sequences, e.g. "
+              "torchvision:alexnet)")
+
+
 def _has_family(df, by: str) -> bool:
     fam = df.family.astype(str)
     if by == "adversarial":
@@ -238,7 +307,7 @@ def _has_family(df, by: str) -> bool:
     return bool((fam == by).any()) if by == "imagenet-s" else bool(fam.str.startswith(by).any())
 
 
-def _print_results(df, fmt: str, by: str = "condition") -> None:
+def _print_results(df, fmt: str, by: str = "condition", baseline_model: str | None = None, store=None) -> None:
     from robustbench_sys.results import report
 
     if by == "audit":
@@ -250,6 +319,13 @@ def _print_results(df, fmt: str, by: str = "condition") -> None:
     if by in hint and (df.empty or not _has_family(df, by)):
         print(f"(no {by} results in this store: run 'robustbench-sys eval ... {hint[by]}')")
         return
+    if by == "calibration" and not report.has_calibration(df):
+        print("(no calibration figures in this store: its summaries predate them; delete its summaries/ folder "
+              "and re-run the same eval command to rebuild them from the stored per-image rows)")
+        return
+    if by == "imagenet-p":
+        _print_imagenet_p(df, fmt, baseline_model, store)
+        return
     if by == "imagenet-s":
         print(report.render(report.imagenet_s_table(df), fmt))
         cells = report.imagenet_s_cells(df) if not df.empty else df
@@ -258,7 +334,8 @@ def _print_results(df, fmt: str, by: str = "condition") -> None:
             print(report.render(report.imagenet_s_matrix(df, model, ds), fmt))
         return
     tables = {"family": report.family_table, "natural": report.natural_table, "matrix": report.matrix_table,
-              "adversarial": report.adversarial_table, "deploy": report.deploy_table}
+              "adversarial": report.adversarial_table, "deploy": report.deploy_table,
+              "calibration": report.calibration_table}
     print(report.render(tables.get(by, report.condition_table)(df), fmt))
     adv = report.adversarial_table(df) if by == "condition" else None
     if adv is not None and not adv.empty:
@@ -270,6 +347,12 @@ def _cmd_audit(a) -> int:
     from robustbench_sys.audit import cmd_audit
 
     return cmd_audit(a)
+
+
+def _data_kwargs(a) -> dict:
+    """The data-format options of ``eval`` as :func:`evaluate` keywords."""
+    return {"data_format": a.data_format, "clean_data": a.clean_data, "released_input": a.released_input,
+            "ood_in": a.ood_in}
 
 
 def _cmd_eval(a) -> int:
@@ -289,13 +372,14 @@ def _cmd_eval(a) -> int:
         plan = evaluate(suites=a.suite, data=a.data, out=a.out,
                         **eval_model_kwargs(a.model, a.checkpoint, a.preprocess, a.name),
                         limit=a.limit, batch_size=a.batch_size, workers=a.workers, progress=False,
-                        scheduler=a.scheduler, device=a.device, speed=not a.no_speed, plan=True)
+                        scheduler=a.scheduler, device=a.device, speed=not a.no_speed, plan=True, **_data_kwargs(a))
         print(plan.attrs["plan"].render())
         return 0
     df = evaluate(suites=a.suite, data=a.data, out=a.out,
                   **eval_model_kwargs(a.model, a.checkpoint, a.preprocess, a.name),
                   limit=a.limit, batch_size=a.batch_size, workers=a.workers,
-                  progress=not a.no_progress, scheduler=a.scheduler, device=a.device, speed=not a.no_speed)
+                  progress=not a.no_progress, scheduler=a.scheduler, device=a.device, speed=not a.no_speed,
+                  **_data_kwargs(a))
     _print_results(df, a.format)
     print(f"\nresults: {df.attrs.get('out')}", file=sys.stderr)
     return 0
@@ -426,7 +510,9 @@ def _read_store(out):
 def _cmd_results(a) -> int:
     if a.results_cmd == "verify":
         return _cmd_verify(a)
-    df = _read_store(a.out)
+    df = full = _read_store(a.out)
+    if getattr(a, "baseline_model", None) and a.by != "imagenet-p":
+        raise UserError(f"--baseline-model {a.baseline_model}: only with --by imagenet-p (the mFP / mT5D normaliser)")
     if a.model and not df.empty:
         df = df[df.model.isin(a.model)]
     if a.family and not df.empty:
@@ -436,7 +522,7 @@ def _cmd_results(a) -> int:
             raise UserError(f"--dataset {a.dataset}: not in the store; valid: {', '.join(sorted(set(df.dataset)))}")
         df = df[df.dataset == a.dataset]
     try:
-        _print_results(df, a.format, a.by)
+        _print_results(df, a.format, a.by, getattr(a, "baseline_model", None), full)
     except ValueError as e:
         raise UserError(f"results show --by {a.by}: {e}") from None
     return 0

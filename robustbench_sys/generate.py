@@ -1,4 +1,5 @@
-"""Write pre-processed data-set variants to disk: ImageNet-S (systematic error) and ImageNet-C.
+"""Write pre-processed data-set variants to disk: ImageNet-S (systematic error), ImageNet-C and
+ImageNet-P (perturbation sequences).
 
 One engine serves both generators.  A *variant* is a :class:`~robustbench_sys.pipeline.Pipeline`
 (stage overrides of a base pipeline) plus a name; :func:`generate` runs every (variant, image)
@@ -15,6 +16,11 @@ Layout of ``<out>/<variant>/`` (a variant name may contain ``/``: ImageNet-C's
     manifest.csv         one row per output: source file, label, variant, decoder, resize,
                          corruption / severity, input size, library versions, sha256 of the output
     <relative path of the source image, suffix .png (or .JPEG)>
+    ImageNet-P (sequence variants, :func:`imagenet_p_variants`; variant = perturbation, noise ones at
+    difficulty 2 / 3 as ``<perturbation>_<d>``): one folder per source image instead, holding its
+    frames in order, ``<source path without suffix>/<frame:02d>.png`` (frame 00 first; sequence
+    identity = the folder), and ``dataset.json`` gains ``sequence`` (perturbation, difficulty,
+    noise, frames, parameters)
 
 Resumable: an output whose sha256 in the manifest matches the file on disk is skipped; every
 output is written to a temporary file and renamed, and its manifest row is appended (one
@@ -44,9 +50,12 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from dataclasses import fields as _dc_fields
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -75,11 +84,28 @@ PNG_COMPRESS_LEVEL = 3   # lossless at any level; 3 is several times faster than
 @dataclass(frozen=True)
 class Variant:
     """One generated data set: ``name`` (its folder under ``out``), the full pipeline, and the
-    manifest descriptors (``decoder``, ``resize``, ``corruption``, ``severity``)."""
+    manifest descriptors (``decoder``, ``resize``, ``corruption``, ``severity``).
+
+    A *sequence* variant (ImageNet-P) writes ``frames`` images per source image instead of one:
+    ``sequence(resized, seed) -> (frames, H, W, C) uint8`` gets the image after the colour and
+    resize stages but before the centre crop, and a per-image seed (from the image bytes); frame
+    ``i`` of ``<dir>/<stem>.JPEG`` is stored as ``<dir>/<stem>/<i:02d>.png`` (:func:`outputs`)."""
 
     name: str
     pipeline: Pipeline
     fields: dict = field(default_factory=dict, hash=False)
+    sequence: Callable | None = field(default=None, compare=False)
+    frames: int = 1
+
+
+def outputs(variant: Variant, rel: str) -> list[str]:
+    """The files a variant writes for the source image whose output path is ``rel`` (its
+    relative path with the output suffix): ``[rel]``, or a sequence variant's frames
+    ``<rel without suffix>/<frame:02d><suffix>`` in frame order."""
+    if variant.sequence is None:
+        return [rel]
+    p = Path(rel)
+    return [(p.with_suffix("") / f"{i:02d}{p.suffix}").as_posix() for i in range(variant.frames)]
 
 
 @dataclass(frozen=True)
@@ -210,6 +236,43 @@ def imagenet_c_variants(base: Pipeline, corruptions: list[str] | None = None, se
     return out
 
 
+def _imagenet_p_frames(resized: np.ndarray, seed: int, *, perturbation: str, difficulty: int, crop: int
+                       ) -> np.ndarray:
+    from robustbench_sys.noises.natural.imagenet_p import sequence
+
+    return sequence(resized, perturbation, difficulty, crop=crop, seed=seed)
+
+
+def imagenet_p_variants(base: Pipeline, perturbations: list[str] | None = None, difficulties=(1,),
+                        ) -> list[Variant]:
+    """ImageNet-P: one sequence variant per perturbation (the 10 benchmark ones by default) on
+    ``base``'s resize (Resize(256) by default), frames centre-cropped to its input size.  The noise
+    perturbations get one variant per difficulty (``gaussian_noise``, ``gaussian_noise_2``, ...:
+    the released names); the others one variant, whose difficulty is the frame step of the flip
+    probability at evaluation (:mod:`robustbench_sys.metrics.perturbation`).  Layout of a variant:
+    ``<source path without suffix>/<frame:02d>.png`` (frame 0 first)."""
+    from robustbench_sys.noises.natural import imagenet_p as ip
+
+    for d in difficulties:
+        if d not in ip.DIFFICULTIES:
+            raise UserError(f"--difficulties {d}: difficulties are 1, 2, 3")
+    names = list(perturbations) if perturbations else list(ip.PERTURBATION_NAMES)
+    out = []
+    for n in dict.fromkeys(names):
+        if n not in ip.PERTURBATIONS:
+            raise UserError(f"--perturbations {n}: unknown; valid: {', '.join(ip.PERTURBATION_NAMES)}")
+        p = ip.PERTURBATIONS[n]
+        for d in (dict.fromkeys(difficulties) if p.noise else (1,)):
+            out.append(Variant(
+                ip.variant_name(n, d), base.replace(corrupt=None),
+                {"decoder": short_name(base.decoder), "resize": short_name(base.resize), "corruption": n,
+                 "severity": d, "perturbation": n, "difficulty": d, "noise": p.noise, "frames": p.frames,
+                 "parameters": p.params, "reference": ip.REFERENCE, "versions": ip.versions()},
+                sequence=partial(_imagenet_p_frames, perturbation=n, difficulty=d, crop=base.input_size),
+                frames=p.frames))
+    return out
+
+
 # ---------------------------------------------------------------------- worker side
 _STATE: dict = {}
 
@@ -221,22 +284,14 @@ def _init_worker(variants, fmt, out, set_cv2_threads: bool = True) -> None:
     ``set_cv2_threads=False`` in forked children: calling ``cv2.setNumThreads`` there deadlocks
     (pthread_cond_destroy on the parent's pool state); the parent forks them from inside
     :func:`_single_threaded`, so they start with OpenCV serial already."""
-    import torch
-
     from robustbench_sys.alloc import tune_allocator
     from robustbench_sys.procs import die_with_parent
+    from robustbench_sys.threads import apply, plan_threads
 
     die_with_parent()   # a killed generate leaves no worker writing into --out
     tune_allocator()
     _STATE.update(variants=variants, fmt=fmt, out=Path(out))
-    torch.set_num_threads(1)
-    if set_cv2_threads:
-        try:
-            import cv2
-
-            cv2.setNumThreads(1)
-        except ImportError:
-            pass
+    apply(plan_threads("preprocess"), forked=not set_cv2_threads)   # robustbench_sys.threads: one thread
 
 
 @contextmanager
@@ -289,16 +344,39 @@ def _work(task):
             rgb = decoded[pipe.decoder]
             if isinstance(rgb, Exception):
                 raise rgb
-            img = pipe.to_crop(rgb, pipe.image_rng(data))
-            blob = fmt.encode(img)
-            target = out / variants[vi].name / out_rel
-            if not _inside(out, target):   # checked by generate(); again here against a symlink made since
-                raise OSError(f"output {os.path.realpath(target)} is outside --out {out}; not written")
-            atomic_write_bytes(target, blob)
-            results.append((vi, out_rel, hashlib.sha256(blob).hexdigest(), img.shape[1], img.shape[0], ""))
+            v = variants[vi]
+            if v.sequence is None:
+                imgs = [pipe.to_crop(rgb, pipe.image_rng(data))]
+            else:
+                imgs = list(v.sequence(_resized(pipe, rgb), int.from_bytes(hashlib.sha1(data).digest()[:8], "little")))
+                if len(imgs) != v.frames:
+                    raise ValueError(f"sequence of {v.name} returned {len(imgs)} frames, not {v.frames}")
+            done = []
+            for rel, img in zip(outputs(v, out_rel), imgs):
+                blob = fmt.encode(img)
+                target = out / v.name / rel
+                if not _inside(out, target):   # checked by generate(); again here against a symlink made since
+                    raise OSError(f"output {os.path.realpath(target)} is outside --out {out}; not written")
+                atomic_write_bytes(target, blob)
+                done.append((vi, rel, hashlib.sha256(blob).hexdigest(), img.shape[1], img.shape[0], ""))
+            results += done
         except Exception as e:
-            results.append((vi, out_rel, "", 0, 0, _reason(e)))
+            results.append((vi, outputs(variants[vi], out_rel)[0], "", 0, 0, _reason(e)))
     return results
+
+
+def _resized(pipe: Pipeline, rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` through ``pipe``'s colour and resize stages, without the centre crop and the
+    corruption (what a sequence variant perturbs); a float resize output is rounded to uint8."""
+    img = _Uncropped(**{f.name: getattr(pipe, f.name) for f in _dc_fields(pipe)}).replace(corrupt=None).to_crop(rgb)
+    return img if img.dtype == np.uint8 else np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+class _Uncropped(Pipeline):
+    """A pipeline whose centre crop keeps the whole image (see :func:`_resized`)."""
+
+    def center_crop(self, img: np.ndarray) -> np.ndarray:
+        return img
 
 
 # ---------------------------------------------------------------------- manifest
@@ -384,7 +462,9 @@ def _dataset_json(kind: str, variant: Variant, fmt: OutputFormat, dataset: Datas
             "variant": variant.name, "input_size": p.input_size, "crop_pct": p.crop_pct,
             "pipeline": p.spec(), "pipeline_text": p.describe(), **fmt.spec(),
             "source": {"name": dataset.name, "root": str(dataset.root), "fingerprint": dataset.fingerprint,
-                       "n_images": len(dataset)}, **extra}
+                       "n_images": len(dataset)},
+            **({"sequence": {k: v for k, v in variant.fields.items() if k != "versions"}}
+               if variant.sequence is not None else {}), **extra}
 
 
 def _check_existing(vdir: Path, kind: str, variant: Variant, fmt: OutputFormat) -> None:
@@ -434,12 +514,13 @@ def generate(dataset: Dataset, variants: list[Variant], out, *, kind: str, fmt: 
     if len(dataset) == 0:
         raise UserError(f"--src {dataset.root}: no images found")
     out = Path(out).expanduser().resolve()
-    rels: dict[str, str] = {}
+    rels: dict[str, str] = {}   # every output path (of any variant) -> its source file
     for s in dataset.samples:
-        rel = Path(s.file).with_suffix(fmt.suffix).as_posix()
-        if rel in rels:
-            raise UserError(f"--src {dataset.root}: {rels[rel]} and {s.file} would both be written as {rel}")
-        rels[rel] = s.file
+        base = Path(s.file).with_suffix(fmt.suffix).as_posix()
+        for rel in dict.fromkeys(o for v in variants for o in outputs(v, base)):
+            if rels.get(rel, s.file) != s.file:
+                raise UserError(f"--src {dataset.root}: {rels[rel]} and {s.file} would both be written as {rel}")
+            rels[rel] = s.file
     for v in variants:   # every output (its resolved target: '..', absolute paths, symlinks) stays inside --out
         vdir = out / v.name
         if not _inside(out, vdir):
@@ -470,15 +551,17 @@ def generate(dataset: Dataset, variants: list[Variant], out, *, kind: str, fmt: 
         _write_json(vdir / DATASET_JSON, _dataset_json(kind, v, fmt, dataset, complete=False))
         old, ok = read_manifest(vdir), {}
         for si, s in enumerate(dataset.samples):
-            rel = Path(s.file).with_suffix(fmt.suffix).as_posix()
-            r = old.get(rel)
-            if r and r["source_file"] == s.file and (vdir / rel).is_file() and sha256_file(vdir / rel) == r["sha256"]:
-                ok[rel] = r
+            outs = outputs(v, Path(s.file).with_suffix(fmt.suffix).as_posix())
+            good = {rel: old[rel] for rel in outs if rel in old and old[rel]["source_file"] == s.file
+                    and (vdir / rel).is_file() and sha256_file(vdir / rel) == old[rel]["sha256"]}
+            if len(good) == len(outs):   # a sequence is kept whole or rewritten whole
+                ok.update(good)
             else:
                 pending.setdefault(si, []).append(vi)
         kept.append(ok)
         report.verified += len(ok)
-    versions = [json.dumps(_versions(v.pipeline, fmt), sort_keys=True) for v in variants]
+    versions = [json.dumps({**_versions(v.pipeline, fmt), **v.fields.get("versions", {})}, sort_keys=True)
+                for v in variants]
     tasks = [(str(dataset.samples[si].path), Path(dataset.samples[si].file).with_suffix(fmt.suffix).as_posix(), vis)
              for si, vis in sorted(pending.items())]
     total = sum(len(t[2]) for t in tasks)

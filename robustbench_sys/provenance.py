@@ -1,5 +1,6 @@
 """Provenance recorded with every result: library versions, CPU/GPU, platform, git commit,
-allocator settings (:mod:`robustbench_sys.alloc`)."""
+allocator settings (:mod:`robustbench_sys.alloc`), the thread plan in force
+(:mod:`robustbench_sys.threads`)."""
 
 from __future__ import annotations
 
@@ -53,11 +54,13 @@ def _git_commit() -> str | None:
 
 
 def environment() -> dict:
-    """Machine + package provenance (computed once per process) and the allocator settings in
-    force now (``allocator``: :func:`robustbench_sys.alloc.allocator_info`)."""
+    """Machine + package provenance (computed once per process), the allocator settings in
+    force now (``allocator``: :func:`robustbench_sys.alloc.allocator_info`) and the thread plan
+    where the unit ran (``threads``: :func:`robustbench_sys.threads.record`)."""
     from robustbench_sys.alloc import allocator_info
+    from robustbench_sys.threads import record
 
-    return {**_static_environment(), "allocator": allocator_info()}
+    return {**_static_environment(), "allocator": allocator_info(), "threads": record()}
 
 
 @functools.lru_cache(maxsize=1)

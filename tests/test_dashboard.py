@@ -231,6 +231,48 @@ def test_partially_written_store_and_cache_refresh(store, tmp_path):
         assert not a.error, (page, [e.value for e in a.error])
 
 
+def test_new_results_are_never_stale(store, tmp_path):
+    """The pages are cached on the identity (name, inode, mtime, size) of every summary file: a result
+    rewritten right after a page was shown (an atomic replace, possibly within the same mtime tick) and
+    a new model's results both show at the next rerun, with no restart."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def replace(path: Path, table) -> None:   # as the store writes: a temporary file renamed over
+        tmp = path.with_name(f".tmp-{path.name}")
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+
+    root = tmp_path / "fresh"
+    shutil.copytree(store, root)
+    at = run_app(root)
+    assert sorted(frames(at)[0].model) == sorted(MODELS)
+    rs = ResultsStore(root)
+    s = rs.summaries()
+    clean = s[(s.model == MODELS[0]) & (s.condition == "clean")].iloc[0]
+    path = rs.summary_path(clean.unit_id, "clean")
+    t = pq.read_table(path)
+    for col, v in (("top1", 0.5), ("top1_ci_low", 0.4), ("top1_ci_high", 0.6)):
+        t = t.set_column(t.schema.get_field_index(col), col, pa.array([v], pa.float64()))
+    replace(path, t)
+    at.run()
+    assert not at.exception
+    shown = next(d for d in frames(at) if "top1 95% CI" in d).set_index("model")
+    assert shown.loc[MODELS[0], "top1 %"] == pytest.approx(50.0)
+    # a new model: every summary of MODELS[1] stored again under another model name and unit id
+    for r in s[s.model == MODELS[1]].itertuples():
+        t = pq.read_table(rs.summary_path(r.unit_id, r.condition))
+        uid = "f" * 8 + r.unit_id[8:]
+        for col, v in (("model", "new_model"), ("unit_id", uid)):
+            t = t.set_column(t.schema.get_field_index(col), col, pa.array([v], pa.string()))
+        replace(rs.summary_path(uid, r.condition), t)
+    at.run()
+    assert not at.exception and not at.error
+    assert sorted(frames(at)[0].model) == sorted([*MODELS, "new_model"])
+
+
 def test_corrupt_parquet_is_a_message(store, tmp_path):
     root = tmp_path / "corrupt"
     shutil.copytree(store, root)

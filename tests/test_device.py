@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -187,3 +188,65 @@ def test_onnx_model_on_cuda_uses_the_cuda_provider_or_refuses():
     if "CUDAExecutionProvider" not in onnx_providers():
         with pytest.raises(UserError, match="needs ONNX Runtime's CUDAExecutionProvider"):
             check_onnx_device("m", "cuda")
+
+
+# ---------------------------------------------------------------------- host/device overlap
+def _batch_arrays(samples, pipe, overlap: bool) -> list[list]:
+    from robustbench_sys.eval.loop import batches
+
+    out = []
+    for batch in batches(samples, pipe, 3, 2, overlap=overlap):
+        # while the consumer holds batch k the next one is being written into the other buffer:
+        # batch k's arrays must not change until the consumer asks for k + 1
+        before = [x.copy() if x is not None else None for _, x, _ in batch]
+        import time
+
+        time.sleep(0.05)
+        assert all((a is None and x is None) or np.array_equal(a, x) for a, (_, x, _) in zip(before, batch))
+        out.append([(i, before[j], err) for j, (i, _, err) in enumerate(batch)])
+    return out
+
+
+def test_overlap_gives_the_same_batches_as_lockstep(imagenet_sample, tmp_path):
+    """Double-buffered preprocessing (the GPU path) hands out exactly the lockstep batches, in
+    order, an unreadable image included, and never overwrites a batch the consumer still holds."""
+    from robustbench_sys import zoo
+    from robustbench_sys.data import load_dataset
+    from robustbench_sys.pipeline import Pipeline
+
+    samples = list(load_dataset(imagenet_sample).limit(8).samples)
+    bad = tmp_path / "bad.JPEG"
+    bad.write_bytes(samples[0].path.read_bytes()[:200])
+    samples.insert(4, type(samples[0])("bad.JPEG", bad, 0))
+    pipe = Pipeline.from_card(zoo.get_card("mobilenet_v2"))
+    lock, over = _batch_arrays(samples, pipe, False), _batch_arrays(samples, pipe, True)
+    assert [len(b) for b in lock] == [3, 3, 3] == [len(b) for b in over]
+    for bl, bo in zip(lock, over):
+        for (il, xl, el), (io, xo, eo) in zip(bl, bo):
+            assert il == io and el == eo
+            assert (xl is None) == (xo is None) and (xl is None or np.array_equal(xl, xo))
+    assert over[1][1][1] is None and over[1][1][2]   # the truncated image: an error, no array
+
+
+def test_overlap_for_devices_and_the_override(monkeypatch):
+    from robustbench_sys.eval.loop import OVERLAP_ENV, overlap_for
+
+    monkeypatch.delenv(OVERLAP_ENV, raising=False)
+    assert overlap_for("cuda") and overlap_for("cuda:1") and not overlap_for("cpu")
+    monkeypatch.setenv(OVERLAP_ENV, "1")
+    assert overlap_for("cpu")
+    monkeypatch.setenv(OVERLAP_ENV, "0")
+    assert not overlap_for("cuda")
+    monkeypatch.setenv(OVERLAP_ENV, "yes")
+    with pytest.raises(UserError, match=OVERLAP_ENV):
+        overlap_for("cpu")
+
+
+def test_overlapped_evaluation_stores_the_same_rows(tmp_path, imagenet_sample, monkeypatch):
+    """The forced overlap path on the CPU (as a GPU run uses it) gives today's rows."""
+    args = ["--suite", "clean", "--workers", "2", "--batch-size", "2"]
+    assert _eval(tmp_path / "lock", imagenet_sample, *args[:2]) == 0
+    monkeypatch.setenv("ROBUSTBENCH_SYS_OVERLAP", "1")
+    assert main(["eval", "--model", "mobilenet_v2", "--data", str(imagenet_sample), "--limit", str(N),
+                 "--no-progress", "--out", str(tmp_path / "over"), *args]) == 0
+    pd.testing.assert_frame_equal(_rows(tmp_path / "lock"), _rows(tmp_path / "over"))

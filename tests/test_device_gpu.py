@@ -111,3 +111,19 @@ def test_gpu_resize_condition_runs(tmp_path, imagenet_sample):
     row = df[df.condition == "gpu/resize-cuda"].iloc[0]
     assert row.n_paired == N
     _figure(f"torch bilinear-aa resize on the GPU vs PIL bilinear, {MODEL}", row)
+
+
+def test_overlapped_gpu_loop_stores_the_lockstep_rows(tmp_path, imagenet_sample, monkeypatch):
+    """On CUDA the loop preprocesses batch k + 1 while batch k is on the GPU (double buffering);
+    forcing lockstep (ROBUSTBENCH_SYS_OVERLAP=0) must store the same predictions."""
+    kw = dict(limit=N, progress=False, device="cuda", workers=2, batch_size=16, speed=False)
+    over = evaluate(MODEL, "clean", imagenet_sample, tmp_path / "over", **kw)
+    monkeypatch.setenv("ROBUSTBENCH_SYS_OVERLAP", "0")
+    lock = evaluate(MODEL, "clean", imagenet_sample, tmp_path / "lock", **kw)
+    from robustbench_sys.results.store import ResultsStore
+
+    a = ResultsStore(tmp_path / "over").per_image().sort_values("file").reset_index(drop=True)
+    b = ResultsStore(tmp_path / "lock").per_image().sort_values("file").reset_index(drop=True)
+    assert len(a) == N and list(a.pred) == list(b.pred)
+    assert [list(x) for x in a.top5] == [list(x) for x in b.top5]
+    assert over.top1.iloc[0] == lock.top1.iloc[0]

@@ -377,3 +377,125 @@ def test_leaderboard_from_stored_data_alone_survives_suite_edits(tmp_path, capsy
     assert show() == before
     suite.unlink()
     assert show() == before
+
+
+# ---------------------------------------------------------------------- vectorised build == row-by-row reference
+def _edge_store(seed: int = 0) -> pd.DataFrame:
+    """A generated summaries frame with every case the build handles: two data sets, duplicates
+    (the newest wins), results apart (other n_images, suite_version, a missing option), reference
+    options (bilinear / bicubic models, specs with bare names and full keys, a two-stage ImageNet-S
+    pair), a model without a clean row, an attack family (robust accuracy, WCAR, validity flags, one
+    option without robust accuracy), a natural family with all 15 x 5 (ranked by mCE), an audit row,
+    missing / empty / unreadable / changing card tags, a missing flip rate and creation time."""
+    from robustbench_sys.metrics.natural import ALEXNET_ERRORS
+
+    rng = np.random.default_rng(seed)
+    bil_bare, bil_full = _spec(resize="pil-bilinear"), _spec(decoder="decoder/pil", resize="resize/pil-bilinear")
+    bic = _spec(resize="pil-bicubic")
+    refs = {"m0": bil_bare, "m1": bil_full, "m2": bil_bare, "m3": bic, "m4": bic, "m5": bil_full, "m6": bil_full}
+    rows = []
+
+    def add(model, cond, fam, *, fp=FP, n=200, sv=1, pipe=None, created="2026-01-01T00:00:00", **extra):
+        delta = float(rng.normal(0.03, 0.03))
+        r = row(model, cond, fam, top1=float(rng.uniform(0.5, 0.9)), n=n, delta=delta,
+                dlo=delta - float(rng.uniform(0.005, 0.04)), dhi=delta + float(rng.uniform(0.005, 0.04)), fp=fp,
+                suite_version=sv, created=created, tags={"family": model[:1], "params_m": int(model[1:]) + 1.5,
+                                                         "training": "standard"})
+        r.update({"suite": fam, "pipeline": pipe if pipe is not None else refs[model],
+                  "reference_pipeline": refs[model], "ref_top1": 0.7, **extra})
+        rows.append(r)
+
+    for fp in (FP, "fp-b"):
+        for m in refs:
+            if not (m == "m6" and fp == FP):
+                add(m, "clean", "clean", fp=fp)
+    for m, ref in refs.items():
+        own = "pil-bicubic" if ref == bic else "pil-bilinear"
+        for opt in ("pil-bilinear", "pil-bicubic", "cv2-area", "cv2-nearest"):
+            if opt == own or (m == "m5" and opt == "cv2-nearest"):
+                continue
+            add(m, f"resize/{opt}", "resize", pipe=_spec(resize=f"resize/{opt}"))
+        for dec in ("cv2", "pil-reduce"):   # decoder: m4 measured on fewer images, m2 with another suite version
+            add(m, f"decoder/{dec}", "decoder", n=150 if m == "m4" else 200, sv=2 if m == "m2" else 1,
+                pipe=_spec(decoder=f"decoder/{dec}"), created=None if m == "m1" else "2026-01-01T00:00:00")
+        for pair in ("pil+pil-bilinear", "pil+pil-bicubic", "cv2+pil-bicubic", "pil+cv2-area"):
+            d, r = pair.split("+")
+            pipe = _spec(decoder=f"decoder/{d}", resize=f"resize/{r}")
+            if L._spec(pipe) != L._spec(ref) and not (d == "pil" and r == own):
+                add(m, f"imagenet-s/{pair}", "imagenet-s", pipe=pipe)
+        for k, eps in enumerate(("1/255", "4/255")):   # an attack: pipeline = reference (never a reference option)
+            ra = float("nan") if (m == "m3" and k == 1) else float(rng.uniform(0.1, 0.4))
+            add(m, f"adv/pgd@{eps}", "adv", robust_acc=ra, wcar=ra,
+                validity_raised=["", "black_box_stronger", None, "a,b"][(int(m[1:]) + k) % 4])
+        add(m, "resize/cv2-area", "resize", fp="fp-b", pipe=_spec(resize="resize/cv2-area"))
+    # duplicates: m0's cv2-area stored again later (it wins), m1's twice at the same time (the later row wins)
+    add("m0", "resize/cv2-area", "resize", pipe=_spec(resize="resize/cv2-area"), created="2026-03-01T00:00:00")
+    add("m1", "resize/cv2-area", "resize", pipe=_spec(resize="resize/cv2-area"))
+    rows[-1]["flip_rate"] = float("nan")
+    for m, scale in (("m0", 0.9), ("m3", 0.7)):   # ImageNet-C, all 15 x 5
+        for c, e in ALEXNET_ERRORS.items():
+            for sev in range(1, 6):
+                add(m, f"natural/{c}-{sev}", "natural", pipe=json.dumps({"corrupt": f"{c}-{sev}"}),
+                    top1_override=1 - scale * e)
+    add("m2", "audit/0123abcd/stack", "audit")
+    for r in rows:
+        if "top1_override" in r:
+            r["top1"] = r.pop("top1_override")
+    for i, t in ((0, None), (1, "{}"), (2, "{not json"), (len(rows) - 3, json.dumps({"family": "z", "params_m": 9}))):
+        rows[i]["tags"] = t
+    return pd.DataFrame(rows)
+
+
+def _reference():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import _leaderboard_reference
+
+    return _leaderboard_reference
+
+
+def _same(a: L.Leaderboard, b: L.Leaderboard) -> None:
+    assert (a.dataset, a.dataset_fingerprint, list(a.families)) == (b.dataset, b.dataset_fingerprint, list(b.families))
+    for fam in a.families:
+        pd.testing.assert_frame_equal(a.families[fam], b.families[fam], obj=fam)
+    pd.testing.assert_frame_equal(a.overall, b.overall, obj="overall")
+    pd.testing.assert_frame_equal(a.apart, b.apart, obj="apart")
+    for fmt in L.FORMATS:
+        assert L.render(a, fmt) == L.render(b, fmt), fmt
+
+
+@pytest.mark.parametrize("order", ["stored", "shuffled"])
+def test_vectorised_build_equals_row_by_row_reference(order):
+    """The vectorised build (column-wise, each pipeline JSON parsed once) gives exactly the frames and
+    text of the straightforward row-by-row build (tests/_leaderboard_reference.py) on a store with
+    every edge case, for each data set and family filter, with the rows in stored and shuffled order."""
+    R = _reference()
+    s = _edge_store()
+    if order == "shuffled":
+        s = s.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    # the generated store does exercise each case
+    lb = L.build(s)
+    assert lb.dataset_fingerprint == FP
+    reasons = " | ".join(lb.apart.reason)
+    for needle in ("superseded", "other data set", "missing 1 condition(s) (resize/cv2-nearest)",
+                   "suite_version 2", "n_images 150"):
+        assert needle in reasons, needle
+    ref_opts = L.with_reference_options(s[s.dataset_fingerprint == FP])
+    added = set(zip(ref_opts[ref_opts.reference_option].model, ref_opts[ref_opts.reference_option].condition))
+    assert {("m0", "resize/pil-bilinear"), ("m3", "resize/pil-bicubic"), ("m0", "imagenet-s/pil+pil-bilinear"),
+            ("m3", "imagenet-s/pil+pil-bicubic")} <= added
+    assert not any(c.startswith("adv/") for _, c in added) and not any(m == "m6" for m, _ in added)
+    assert lb.families["natural"]["mCE %"].notna().all() and "validity" in lb.families["adv"]
+    assert set(lb.families["resize"].options) == {4}
+
+    for kw in ({}, {"dataset_fingerprint": "fp-b"}, {"families": ["resize"]}, {"families": ["adv", "natural"]},
+               {"families": ["audit"]}):
+        _same(L.build(s, **kw), R.build(s, **kw))
+    for fp in (FP, "fp-b"):
+        one = s[s.dataset_fingerprint == fp]
+        # the same rows and values (the added rows keep the stored column types, where the reference's
+        # rows built from dicts may infer another one: only the final frames above are compared strictly)
+        pd.testing.assert_frame_equal(L.with_reference_options(one), R.with_reference_options(one), check_dtype=False)
+    pd.testing.assert_frame_equal(L.model_tags(s), R.model_tags(s))

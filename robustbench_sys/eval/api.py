@@ -9,17 +9,18 @@ from typing import TYPE_CHECKING, Any, Union
 
 import pandas as pd
 
-from robustbench_sys import zoo
+from robustbench_sys import released, zoo
 from robustbench_sys.alloc import tune_allocator
-from robustbench_sys.data import Dataset, load_dataset
+from robustbench_sys.data import Dataset, load_dataset, with_in_distribution
 from robustbench_sys.devices import check_onnx_device, resolve_device
 from robustbench_sys.errors import UserError
 from robustbench_sys.eval.attack import write_worst_case
 from robustbench_sys.eval.deploy import Calibration
 from robustbench_sys.eval.plan import check_benchmark, check_preprocessed, plan_units
-from robustbench_sys.eval.runner import Runner, run_local
+from robustbench_sys.eval.runner import Runner, run_models
 from robustbench_sys.paths import default_results_dir
 from robustbench_sys.suites import Suite, get_suite, resolve
+from robustbench_sys.threads import apply_main
 from robustbench_sys.zoo.resolve import resolve_model
 
 if TYPE_CHECKING:
@@ -44,7 +45,9 @@ def evaluate(models: Model | Sequence[Model] | None = None,
              name: str | None = None, limit: int | None = None,
              batch_size: int = 32, workers: int | None = None, progress: bool = True,
              calibration: Data = "foolbox-demo", scheduler: Any = None, device: str | None = None,
-             speed: bool = True, plan: bool = False) -> pd.DataFrame:
+             speed: bool = True, plan: bool = False, data_format: str | None = None,
+             clean_data: Data | None = None, released_input: str | None = None,
+             ood_in: Data | None = None) -> pd.DataFrame:
     """Evaluate models against noise suites; results are appended to the parquet store at ``out``.
 
         >>> evaluate("mobilenet_v2", ["clean", "resize"], "foolbox-demo")          # doctest: +SKIP
@@ -103,6 +106,25 @@ def evaluate(models: Model | Sequence[Model] | None = None,
             :class:`~robustbench_sys.eval.estimate.RunPlan` (``.render()`` prints it, with the
             wall-time estimate from a short calibration on this machine).
 
+        data_format: ``imagenet-c``, ``imagenet-c-bar`` or ``imagenet-3dcc`` names ``data`` as the root
+            of that released corruption set (``<corruption>/<severity>/<wnid>/*.JPEG``; recognised
+            from its folder names without it): one unit per (model, corruption, severity), the
+            crops evaluated as released, without a second resize (:mod:`robustbench_sys.released`).
+        clean_data: with a released root, the clean validation images it was made from (the
+            reference: clean error, ΔACC, relative mCE), or ``"none"`` (errors, CE, mCE only);
+            required, no default.
+        released_input: with a released root and a model whose input size differs from its crops:
+            ``"resize"`` (to the input size, the model's resize method) or ``"pad"`` (centred on
+            black); required then, recorded in each unit's pipeline.
+            The released test sets of :data:`robustbench_sys.data.FORMATS` are named the same way
+            (``imagenet-a``, ``imagenet-r``, ``imagenet-o``, ``imagenet-sketch``, ``imagenetv2``,
+            ``imagenet-real``, or ``folder``; recognised from the folder where unambiguous).
+            ImageNet-A / -R / -O restrict the logits to their 200 classes (attack suites are refused
+            on them); ImageNet-ReaL adds ``real_top1`` / ``real_n`` to the summaries.
+        ood_in: with ImageNet-O (required there, refused elsewhere): ImageNet validation images
+            (wnid folders or labels.csv); those of its 200 classes are the negatives of the
+            ``ood_aupr`` column (anomaly score = -max softmax probability over the 200 classes).
+
     Returns:
         One summary row per (model, condition) evaluated or found finished, as a DataFrame;
         ``attrs["skipped"]`` lists the conditions not run, each with its reason.
@@ -111,13 +133,28 @@ def evaluate(models: Model | Sequence[Model] | None = None,
     Diagnostics (skipped conditions and images) go to the ``robustbench_sys`` logger.
     """
     tune_allocator()
+    apply_main()   # threads from the cores this process owns (robustbench_sys.threads; ROBUSTBENCH_SYS_THREADS)
     cards = _cards(models, model, preprocess=preprocess, checkpoint=checkpoint, name=name)
     suite_list = [suites] if isinstance(suites, (str, Suite)) else list(suites)
-    full = data if isinstance(data, Dataset) else load_dataset(data)
+    rel = released.resolve(data, data_format)   # a released ImageNet-C / -C-bar / -3DCC root (robustbench_sys.released)
+    if rel is not None:
+        return released.evaluate_released(rel, cards, suite_list, clean_data=clean_data, released_input=released_input,
+                                          limit=limit, out=out, batch_size=batch_size, workers=workers,
+                                          progress=progress, calibration=calibration, scheduler=scheduler,
+                                          device=_device(device, suite_list), plan=plan, weights=_weights)
+    released.refuse_options(data, clean_data, released_input)
+    full = data if isinstance(data, Dataset) else load_dataset(data, data_format=data_format)
+    if ood_in is not None or (full.kind == "imagenet-o" and full.ood_negatives is None):
+        full = with_in_distribution(full, ood_in)   # ImageNet-O + its in-distribution negatives
     dataset = full.limit(limit)
     if len(dataset) == 0:
         raise UserError(f"--data {data}: no images found")
     conditions = resolve(suite_list)
+    attacks = [c.name for c in conditions if c.attack]
+    if full.class_subset is not None and attacks:
+        raise UserError(f"--data {data}: {full.kind} restricts the logits to {len(full.class_subset)} classes; "
+                        f"attacks on it are not supported ({', '.join(attacks[:3])}); run attack suites on a "
+                        "1000-class data set")
     device = _device(device, suite_list)
     if plan:
         return _plan(cards, full, dataset, data, conditions, device, out=out, batch_size=batch_size,
@@ -137,7 +174,7 @@ def evaluate(models: Model | Sequence[Model] | None = None,
             runner.skip(s)
         plans.append(units)    # the reference first: every other summary pairs with it
     if scheduler is None:
-        finished = [run_local(runner, units, calib) for units in plans]
+        finished = run_models(runner, plans, calib)   # units of several models may share preprocessing
     else:
         from robustbench_sys.eval.executors import run_dask
 

@@ -23,17 +23,20 @@ On a real cluster the workers must reach the results store and the images at the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import multiprocessing as mp
 import os
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from robustbench_sys.alloc import tune_allocator
 from robustbench_sys.errors import UserError
-from robustbench_sys.eval.deploy import Calibration
+from robustbench_sys.eval.deploy import Calibration, deploy
 from robustbench_sys.eval.plan import Skip
 from robustbench_sys.eval.runner import Runner
-from robustbench_sys.procs import available_cores
+from robustbench_sys.threads import ThreadPlan, applied, apply, owned_cores, plan_threads, recording
 
 log = logging.getLogger("robustbench_sys.eval")
 
@@ -52,28 +55,143 @@ class _Collect(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def _worker_unit(out: str, unit, batch_size: int, calibration, torch_threads: int | None) -> dict:
-    """Runs on a Dask worker: one pending unit into the store at ``out``."""
-    import torch
-
+@contextmanager
+def _on_worker(plan: ThreadPlan | None):
+    """A task's set-up on a Dask worker: the allocator, the ``dask`` thread ``plan`` (None:
+    planned here for the worker's ``nthreads``, a running cluster) and the log messages to hand
+    back; yields ``(messages, the thread plan in force)``."""
     tune_allocator()
-    if torch_threads:
-        torch.set_num_threads(torch_threads)
+    if plan is None:
+        from distributed import get_worker
+
+        plan = plan_threads("dask", cores=get_worker().state.nthreads)
+    if plan.workers and mp.current_process().daemon:   # a daemonic process cannot fork workers
+        plan = dataclasses.replace(plan, workers=0)
+    in_force = apply(plan)
     collect = _Collect()
     logger = logging.getLogger("robustbench_sys")
     logger.addHandler(collect)
     level = logger.level
     logger.setLevel(logging.INFO)
     try:
-        runner = Runner(out, batch_size=batch_size, workers=0, progress=False)
+        yield collect.messages, in_force
+    finally:
+        logger.removeHandler(collect)
+        logger.setLevel(level)
+
+
+def _worker_unit(out: str, unit, batch_size: int, calibration, plan: ThreadPlan | None) -> dict:
+    """Runs on a Dask worker: one pending unit into the store at ``out``."""
+    with _on_worker(plan) as (messages, in_force):
+        runner = Runner(out, batch_size=batch_size, workers=in_force["workers"], progress=False)
         calib = Calibration(calibration, unit.dataset, batch_size)
         # run_pending holds the unit's store lock: a unit that another client's worker is running
         # waits for it, then finds the images stored and runs nothing (ResultsStore.unit_lock)
         reason = runner.run_pending(unit, calib, _WORKER_MODELS)
-    finally:
-        logger.removeHandler(collect)
-        logger.setLevel(level)
-    return {"unit_id": unit.id, "skip": reason, "log": collect.messages, "worker_pid": os.getpid()}
+    return {"unit_id": unit.id, "skip": reason, "log": messages, "worker_pid": os.getpid(), "threads": in_force}
+
+
+def _worker_shard(out: str, unit, shard: Shard, batch_size: int, calibration, plan: ThreadPlan | None,
+                  run_id: str) -> dict:
+    """Runs on a Dask worker: the pending images of one shard of an image-side unit, in the
+    batches a one-process run gives them, each batch its own parquet part.  Holds the shard's
+    store lock (``<unit id>.<shard name>``): another task on the same shard waits, then finds
+    its images stored and runs nothing."""
+    from robustbench_sys.devices import reference_flags
+    from robustbench_sys.eval.loop import Classify, run_unit
+    from robustbench_sys.noises import NotApplicable
+
+    with _on_worker(plan) as (messages, in_force):
+        runner = Runner(out, batch_size=batch_size, workers=in_force["workers"], progress=False)
+        runner.run_id = run_id   # the client's: one run id for all the unit's rows
+        store, reason = runner.store, None
+        with store.unit_lock(f"{unit.id}.{shard.name}"):
+            files = set(shard.files) - store.done_files(unit.id)
+            if files:
+                model = runner.model(unit, _WORKER_MODELS)
+                try:
+                    deployed = deploy(model, unit, Calibration(calibration, unit.dataset, batch_size),
+                                      cache=_WORKER_MODELS)
+                except NotApplicable as e:
+                    reason = f"not applicable: {e}"
+                else:
+                    with reference_flags(unit.device):
+                        run_unit(store, unit, Classify(unit, deployed), run_id=run_id, batch_size=batch_size,
+                                 workers=runner.workers, progress=False, deploy_info=getattr(deployed, "info", {}),
+                                 files=files)
+    return {"unit_id": unit.id, "skip": reason, "log": messages, "worker_pid": os.getpid(), "threads": in_force,
+            "shard": shard.name}
+
+
+def _worker_group(out: str, units: list, batch_size: int, calibration, plan: ThreadPlan | None, run_id: str) -> dict:
+    """Runs on a Dask worker: units that share an image-side prefix as one group
+    (:func:`robustbench_sys.eval.prefix.run_group`: each image read and decoded once for all of
+    them, every unit's rows those of the per-unit loop)."""
+    from robustbench_sys.eval import prefix
+
+    with _on_worker(plan) as (messages, in_force):
+        runner = Runner(out, batch_size=batch_size, workers=in_force["workers"], progress=False)
+        runner.run_id = run_id
+        reasons = prefix.run_group(runner, units, Calibration(calibration, units[0].dataset, batch_size),
+                                   _WORKER_MODELS)
+    return {"unit_ids": [u.id for u in units], "skips": reasons, "log": messages, "worker_pid": os.getpid(),
+            "threads": in_force}
+
+
+# ---------------------------------------------------------------------- shards
+#: ``ROBUSTBENCH_SYS_SHARD_IMAGES``: images per shard (rounded up to a multiple of the batch
+#: size); 0 = one task per unit; unset: split only where a wave has fewer units than workers
+SHARD_ENV = "ROBUSTBENCH_SYS_SHARD_IMAGES"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Images ``start`` .. ``start + len(files)`` of a unit's data set (its samples' order)."""
+
+    start: int
+    files: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.start}"
+
+
+def shard_size_env() -> int | None:
+    """The ``ROBUSTBENCH_SYS_SHARD_IMAGES`` value (None when unset; one-line :class:`UserError` when bad)."""
+    v = os.environ.get(SHARD_ENV, "").strip()
+    if not v:
+        return None
+    try:
+        n = int(v)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise UserError(f"{SHARD_ENV}={v}: give the images per Dask task (a whole number; 0 = one task per unit)")
+    return n
+
+
+def shardable(unit) -> bool:
+    """An image-side unit (no model-side stage, attack or speed measurement): its images can be
+    scored by several tasks at once, each with the same model."""
+    from robustbench_sys.eval.speed import wants_speed
+
+    p = unit.pipeline
+    return not (unit.condition.attack or p.graph or p.deploy or wants_speed(unit))
+
+
+def plan_shards(unit, pending: int, batch_size: int, size: int) -> list[Shard] | None:
+    """``unit``'s data set in shards of ``size`` images rounded up to a multiple of ``batch_size``
+    (so on a fresh store every batch is one a one-process run scores), or None (one task) when
+    ``size`` is 0, the unit is not :func:`shardable` or its ``pending`` images fit one shard.
+    Shards are fixed by the data set, not by what is pending, so their locks are the same for
+    every client and every resumed run."""
+    if size <= 0 or not shardable(unit):
+        return None
+    size = -(-size // batch_size) * batch_size
+    if pending <= size:
+        return None
+    files = [s.file for s in unit.dataset.samples]
+    return [Shard(k, tuple(files[k:k + size])) for k in range(0, len(files), size)]
 
 
 #: jobqueue config keys: required, optional (with their types)
@@ -142,8 +260,8 @@ def read_jobqueue_config(path) -> dict:
 def jobqueue_cluster(cfg: dict):
     """The ``dask_jobqueue`` cluster object of a :func:`read_jobqueue_config` config (not scaled:
     no job is submitted yet; ``cluster.job_script()`` shows what would be).  Its scheduler runs
-    in this process; each worker gets ``cores / processes`` threads and the environment of
-    :func:`worker_env`."""
+    in this process; each worker gets ``cores / processes`` threads (the ``dask`` plan of
+    :mod:`robustbench_sys.threads`) and the environment of :func:`worker_env`."""
     where = f"--scheduler jobqueue:{cfg['path']}"
     try:
         import dask_jobqueue
@@ -172,9 +290,10 @@ def jobqueue_cluster(cfg: dict):
 
 def worker_env(threads: int) -> dict[str, str]:
     """The thread environment of a worker process of ``threads`` cores: OpenMP / MKL / OpenBLAS
-    at that many threads (the allocator variables of :mod:`robustbench_sys.alloc` come with
-    the tool's own environment)."""
-    return {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    as its ``dask`` thread plan says (:mod:`robustbench_sys.threads`; that many threads, none when
+    ``ROBUSTBENCH_SYS_THREADS=naive``; the allocator variables of :mod:`robustbench_sys.alloc`
+    come with the tool's own environment)."""
+    return plan_threads("dask", cores=threads).env()
 
 
 def _parse(scheduler) -> tuple[str, object]:
@@ -218,18 +337,19 @@ def _client(scheduler):
         try:
             cluster.scale(jobs=arg.get("jobs", 1))
             with Client(cluster) as client:
-                yield client, arg["cores"] // arg.get("processes", 1)
+                yield client, plan_threads("dask", cores=arg["cores"] // arg.get("processes", 1))
         finally:
             cluster.close()
         return
     if kind == "local":
         assert isinstance(arg, int)
-        threads = max(1, available_cores() // arg)
+        plan = plan_threads("dask", cores=max(1, owned_cores() // arg))
+        # the plan's OMP / MKL / OpenBLAS variables and wait policy are set before the worker process starts
         cluster = LocalCluster(n_workers=arg, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, silence_logs=40)
+                               dashboard_address=None, silence_logs=40, env=plan.env())
         try:
             with Client(cluster) as client:
-                yield client, threads
+                yield client, plan
         finally:
             cluster.close()
         return
@@ -245,7 +365,13 @@ def _client(scheduler):
 
 def run_dask(runner, plans: list[list], scheduler, *, calibration, batch_size: int) -> list[list]:
     """Run the pending units of ``plans`` (one list per model, reference first) on Dask and
-    summarise them; returns, per model, the units that have a summary (as the local run)."""
+    summarise them; returns, per model, the units that have a summary (as the local run).
+
+    Units that share an image-side prefix (:mod:`robustbench_sys.eval.prefix`) run as groups, each
+    image decoded once per group, a group cut into one part per worker.  Any other unit is one
+    task, or, when it is large (:data:`SHARD_ENV`; unset: when a wave has fewer tasks than the
+    cluster has workers, e.g. the references' wave), one task per shard of its images
+    (:func:`plan_shards`), summarised once all its shards are done."""
     from distributed import as_completed
 
     store = runner.store
@@ -253,30 +379,95 @@ def run_dask(runner, plans: list[list], scheduler, *, calibration, batch_size: i
     todo = {u.id: u for units in plans for u in units if not runner.complete(u)}
     skipped: set[str] = set()
     refs = {units[0].card.name: units[0] for units in plans}
+    fixed = shard_size_env()
 
     def summarise(unit) -> None:
         runner.summarise(unit, refs[unit.card.name])
 
-    with _client(scheduler) as (client, threads):
+    with _client(scheduler) as (client, plan):
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+
+        def unit_pending(u) -> list:
+            done = store.done_files(u.id)
+            return [s for s in u.dataset.samples if s.file not in done]
+
+        def shards_of(units, tasks: int) -> dict[str, list[Shard] | None]:
+            left = {u.id: len(unit_pending(u)) for u in units}
+            if fixed is not None:
+                size = fixed
+            else:   # enough tasks for every worker, in whole batches
+                per = -(-n_workers // max(1, tasks))
+                size = 0 if per <= 1 else max(1, -(-max(left.values(), default=0) // per))
+            return {u.id: plan_shards(u, left[u.id], batch_size, size) for u in units}
+
+        def groups_of(units) -> list[list]:
+            """Shared-prefix groups (eval.prefix), each cut into one part per worker (round robin)."""
+            from robustbench_sys.eval import prefix
+
+            parts = []
+            for g in prefix.plan_groups(runner, units):
+                k = max(1, min(n_workers, len(g) // 2))   # parts of two units or more
+                parts += [g[i::k] for i in range(k)]
+            return parts
+
+        def done(unit, res) -> None:
+            with recording({"process": res["threads"], "client": applied()}):
+                summarise(unit)   # its provenance records the thread plan of the worker that ran it
+
         def run(units) -> None:
             pending = [u for u in units if runner.pending(u)]
             for u in units:
                 if u not in pending:      # rows complete (an earlier run), summary missing
                     summarise(u)
-            futures = {client.submit(_worker_unit, out, u, batch_size, calibration, threads, pure=False,
-                                     key=f"robustbench-sys-{u.card.name}-{u.id}-{runner.run_id}"): u for u in pending}
+            groups = groups_of(pending)
+            grouped = {u.id for g in groups for u in g}
+            rest = [u for u in pending if u.id not in grouped]
+            shards = shards_of(rest, len(groups) + len(rest))
+            futures, open_shards = {}, {}
+            for g in groups:
+                key = f"robustbench-sys-{g[0].card.name}-group-{g[0].id}-{runner.run_id}"
+                futures[client.submit(_worker_group, out, g, batch_size, calibration, plan, runner.run_id,
+                                      pure=False, key=key)] = g
+            for u in rest:
+                key = f"robustbench-sys-{u.card.name}-{u.id}-{runner.run_id}"
+                parts = shards[u.id]
+                if parts is None:
+                    futures[client.submit(_worker_unit, out, u, batch_size, calibration, plan, pure=False,
+                                          key=key)] = u
+                    continue
+                open_shards[u.id] = len(parts)
+                for sh in parts:
+                    futures[client.submit(_worker_shard, out, u, sh, batch_size, calibration, plan, runner.run_id,
+                                          pure=False, key=f"{key}-{sh.name}")] = u
             for fut in as_completed(list(futures)):
-                unit = futures[fut]
-                res = fut.result()     # a failed unit raises here, after the finished ones were summarised
+                what = futures[fut]
+                res = fut.result()     # a failed task raises here, after the finished units were summarised
                 for line in res["log"]:
                     log.info("%s", line)
-                log.info("  %s / %s: ran on Dask worker pid %d", unit.card.name, unit.condition.name,
+                if isinstance(what, list):   # a group
+                    for unit in what:
+                        log.info("  %s / %s (group of %d): ran on Dask worker pid %d", unit.card.name,
+                                 unit.condition.name, len(what), res["worker_pid"])
+                        if unit.id in res["skips"]:
+                            runner.skip(Skip(unit.card.name, unit.condition.name, res["skips"][unit.id]))
+                            skipped.add(unit.id)
+                        else:
+                            done(unit, res)
+                    continue
+                unit = what
+                where = f" {res['shard']}" if "shard" in res else ""
+                log.info("  %s / %s%s: ran on Dask worker pid %d", unit.card.name, unit.condition.name, where,
                          res["worker_pid"])
                 if res["skip"]:
-                    runner.skip(Skip(unit.card.name, unit.condition.name, res["skip"]))
-                    skipped.add(unit.id)
+                    if unit.id not in skipped:
+                        runner.skip(Skip(unit.card.name, unit.condition.name, res["skip"]))
+                        skipped.add(unit.id)
                     continue
-                summarise(unit)
+                if unit.id in open_shards:
+                    open_shards[unit.id] -= 1
+                    if open_shards[unit.id] or unit.id in skipped:
+                        continue   # summarised after its last shard
+                done(unit, res)
 
         # references first: every other summary pairs its rows with them
         run([units[0] for units in plans if units[0].id in todo])

@@ -28,7 +28,6 @@ from robustbench_sys.alloc import tune_allocator
 from robustbench_sys.data import Sample
 from robustbench_sys.noises.stages import pipeline_stages
 from robustbench_sys.pipeline import Pipeline
-from robustbench_sys.procs import available_cores
 from robustbench_sys.results.store import PER_IMAGE_SCHEMA, ResultsStore
 
 log = logging.getLogger("robustbench_sys.eval")
@@ -64,22 +63,25 @@ def _collate(items):
     return items
 
 
-def batches(samples: list[Sample], pipeline: Pipeline, batch_size: int, workers: int):
+def batches(samples: list[Sample], pipeline: Pipeline, batch_size: int, workers: int, *, overlap: bool = False):
     """Lists of ``(index into samples, CHW float32 in [0, 1] or None, error)``, in order.
 
-    With ``workers > 0`` the images are preprocessed by that many worker processes in lockstep
-    with the consumer: a batch is preprocessed (all workers) only when the consumer asks for it,
-    i.e. after it has scored the previous one, so preprocessing and the model's intra-op
-    threads never compete for the cores (see :func:`preprocess_workers`).  An array handed out
-    is only valid until the next batch is asked for (it lives in a buffer shared with the
-    workers); the loop stacks each batch at once."""
+    With ``workers > 0`` the images are preprocessed by that many worker processes.  By default
+    they run in lockstep with the consumer: a batch is preprocessed (all workers) only when the
+    consumer asks for it, i.e. after it has scored the previous one, so preprocessing and the
+    model's intra-op threads never compete for the CPU cores (see :func:`preprocess_workers`).
+    With ``overlap`` (the model computes on a GPU: :func:`overlap_for`) the next batch is
+    preprocessed while the consumer scores the current one, into a second shared buffer (double
+    buffering), so the device is not starved by the host.  An array handed out is only valid
+    until the next batch is asked for (it lives in a buffer shared with the workers); the loop
+    stacks each batch at once."""
     ds = Images(samples, pipeline)
     if workers <= 0:
         for start in range(0, len(ds), batch_size):
             yield [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
         return
     if "fork" in mp.get_all_start_methods():
-        yield from _lockstep(ds, batch_size, workers)
+        yield from _lockstep(ds, batch_size, workers, overlap=overlap)
         return
     from torch.utils.data import DataLoader, Dataset  # no fork (macOS / Windows): overlapping workers
 
@@ -89,18 +91,41 @@ def batches(samples: list[Sample], pipeline: Pipeline, batch_size: int, workers:
                           worker_init_fn=_init_dataloader_worker)
 
 
+#: ``ROBUSTBENCH_SYS_OVERLAP=1`` / ``0`` forces host/device overlap on / off (default: on for CUDA)
+OVERLAP_ENV = "ROBUSTBENCH_SYS_OVERLAP"
+
+
+def overlap_for(device: str) -> bool:
+    """Whether a unit on ``device`` preprocesses the next batch while the current one is scored:
+    on a CUDA device (the host is idle while the GPU computes), not on the CPU (the workers would
+    compete with the model's intra-op threads); ``ROBUSTBENCH_SYS_OVERLAP=1|0`` overrides."""
+    import os
+
+    from robustbench_sys.devices import is_cuda
+    from robustbench_sys.errors import UserError
+
+    v = os.environ.get(OVERLAP_ENV, "").strip()
+    if v in ("", "auto"):
+        return is_cuda(device)
+    if v not in ("0", "1"):
+        raise UserError(f"{OVERLAP_ENV}={v!r}: give 1 (overlap host preprocessing with the model), 0 (lockstep) "
+                        "or leave it unset (overlap on CUDA devices only)")
+    return v == "1"
+
+
 def preprocess_workers() -> int:
     """Default number of preprocessing processes: one per core (at most 16).  They run in
     lockstep with the model (:func:`batches`), so each phase has every core to itself."""
-    cores = available_cores()
-    return max(1, min(16, cores))
+    from robustbench_sys.threads import plan_threads
+
+    return max(1, plan_threads("main").workers)   # robustbench_sys.threads: min(16, owned cores) or workers=N
 
 
 def _init_dataloader_worker(_):
-    import torch
+    from robustbench_sys.threads import apply, plan_threads
 
     tune_allocator()
-    torch.set_num_threads(1)
+    apply(plan_threads("preprocess"))   # a spawned worker (no fork here): OpenCV is set too
 
 
 def in_process_workers(pipeline: Pipeline, workers: int) -> int:
@@ -119,33 +144,34 @@ def in_process_workers(pipeline: Pipeline, workers: int) -> int:
 _W: dict = {}
 
 
-def _init_lockstep(ds: Images, buf, shape) -> None:
+def _init_lockstep(ds: Images, bufs, shape) -> None:
     init_forked_worker()
-    _W.update(ds=ds, buf=np.frombuffer(buf, dtype=np.float32).reshape(shape))
+    _W.update(ds=ds, bufs=[np.frombuffer(b, dtype=np.float32).reshape(shape) for b in bufs])
 
 
 def init_forked_worker() -> None:
-    """Forked worker start-up: the allocator settings (inherited; idempotent), one torch thread,
-    and its own isolated-venv clients (the parent's pipes are not shared with siblings)."""
-    import torch
-
+    """Forked worker start-up: the allocator settings (inherited; idempotent), the ``preprocess``
+    thread plan (:mod:`robustbench_sys.threads`: one thread), and its own isolated-venv clients
+    (the parent's pipes are not shared with siblings)."""
     from robustbench_sys.procs import die_with_parent
+    from robustbench_sys.threads import apply, plan_threads
 
     die_with_parent()
     tune_allocator()
-    torch.set_num_threads(1)
+    apply(plan_threads("preprocess"), forked=True)
     iso: Any = sys.modules.get("robustbench_sys.noises.system.isolated")   # its module-level worker registry
     if iso is not None:
         _W["inherited_isolated"] = iso._WORKERS   # kept referenced, never used or closed here
         iso._WORKERS, iso._WORKERS_LOCK = {}, threading.Lock()
 
 
-def _fill(task: list[tuple[int, int]]) -> list[tuple[int, int, np.ndarray | None, str]]:
-    """Preprocess ``(slot, index)`` pairs into the shared buffer; returns ``(slot, index, x, err)``
+def _fill(task: tuple[int, list[tuple[int, int]]]) -> list[tuple[int, int, np.ndarray | None, str]]:
+    """Preprocess ``(slot, index)`` pairs into shared buffer ``task[0]``; returns ``(slot, index, x, err)``
     with ``x`` None when the image is in the buffer (else the odd-shaped array, or None on error)."""
-    ds, buf = _W["ds"], _W["buf"]
+    ds, buf = _W["ds"], _W["bufs"][task[0]]
+    task_pairs = task[1]
     out: list[tuple[int, int, np.ndarray | None, str]] = []
-    for slot, i in task:
+    for slot, i in task_pairs:
         _, x, err = ds[i]
         if x is not None and x.shape == buf.shape[1:] and x.dtype == buf.dtype:
             buf[slot] = x
@@ -170,34 +196,50 @@ def serial_opencv():
             cv2.setNumThreads(n)
 
 
-def _lockstep(ds: Images, batch_size: int, workers: int):
+def _lockstep(ds: Images, batch_size: int, workers: int, *, overlap: bool = False):
     from concurrent.futures import ProcessPoolExecutor
 
     size = ds.pipeline.input_size
     shape = (batch_size, 3, size, size)
-    buf = mmap.mmap(-1, 4 * batch_size * 3 * size * size)   # MAP_SHARED | MAP_ANONYMOUS: shared with forks
-    view = np.frombuffer(buf, dtype=np.float32).reshape(shape)
+    nbuf = 2 if overlap else 1   # overlap: batch k + 1 is written while batch k is scored
+    bufs = [mmap.mmap(-1, 4 * batch_size * 3 * size * size) for _ in range(nbuf)]   # MAP_SHARED: shared with forks
+    views = [np.frombuffer(b, dtype=np.float32).reshape(shape) for b in bufs]
     workers = min(workers, batch_size, len(ds))
     chunk = max(1, -(-batch_size // (4 * workers)))   # a few tasks per worker: balanced, cheap to send
+    starts = list(range(0, len(ds), batch_size))
     with serial_opencv():
         pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init_lockstep,
-                                   initargs=(ds, buf, shape))
+                                   initargs=(ds, bufs, shape))
         pool.submit(int).result()   # fork every worker now, inside the block
+
+    def submit(k: int):
+        """Start preprocessing batch ``k`` into buffer ``k % nbuf``: (its (slot, index) pairs, results)."""
+        idx = list(enumerate(range(starts[k], min(starts[k] + batch_size, len(ds)))))
+        tasks = [(k % nbuf, idx[j:j + chunk]) for j in range(0, len(idx), chunk)]
+        return idx, k % nbuf, pool.map(_fill, tasks)   # map submits every task now
+
     try:
-        for start in range(0, len(ds), batch_size):
-            idx = list(enumerate(range(start, min(start + batch_size, len(ds)))))
+        pending = submit(0) if starts else None
+        for k in range(len(starts)):
+            idx, b, results = cast(tuple, pending)
             items: list[tuple[int, np.ndarray | None, str] | None] = [None] * len(idx)
-            for part in pool.map(_fill, [idx[k:k + chunk] for k in range(0, len(idx), chunk)]):
+            for part in results:
                 for slot, i, x, err in part:
-                    items[slot] = (i, view[slot] if x is None and not err else x, err)
+                    items[slot] = (i, views[b][slot] if x is None and not err else x, err)
+            nxt = k + 1 < len(starts)
+            if overlap and nxt:   # the consumer is done with batch k - 1: its buffer takes batch k + 1
+                pending = submit(k + 1)
             yield items
+            if not overlap and nxt:
+                pending = submit(k + 1)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        del view
-        try:
-            buf.close()
-        except BufferError:   # an array of the last batch is still referenced: freed with it
-            pass
+        del views
+        for b in bufs:
+            try:
+                b.close()
+            except BufferError:   # an array of the last batch is still referenced: freed with it
+                pass
 
 
 # ---------------------------------------------------------------------- rows
@@ -236,7 +278,11 @@ class Strategy(Protocol):
 
 
 class Classify:
-    """Normalise with the pipeline's mean / std and run the (deployed) model."""
+    """Normalise with the pipeline's mean / std and run the (deployed) model.
+
+    A data set with a ``class_subset`` (ImageNet-A / -R / -O: their 200 classes) has the logits of
+    every other class set to -inf before the softmax, as in those papers: the softmax is over the
+    subset and the top-1 / top-5 fall inside it.  The unit spec records the subset."""
 
     schema = PER_IMAGE_SCHEMA
     error_fields: dict = {}
@@ -244,9 +290,30 @@ class Classify:
     def __init__(self, unit, model):
         self.pipeline, self.model = unit.pipeline, model
         self.device = getattr(unit, "device", "cpu")
+        self.class_subset = getattr(unit.dataset, "class_subset", None)
+        self._mask = None
 
     def prepare_spec(self, spec: dict, previous: dict) -> dict:
+        if self.class_subset is not None:
+            spec = {**spec, "class_subset": list(self.class_subset)}
         return spec
+
+    def restrict(self, logits):
+        """``logits`` (N, C) with the classes outside ``class_subset`` at -inf (unchanged without one)."""
+        import torch
+
+        if self.class_subset is None:
+            return logits
+        if self._mask is None or self._mask.shape[0] != logits.shape[1] or self._mask.device != logits.device:
+            if max(self.class_subset) >= logits.shape[1]:
+                from robustbench_sys.errors import UserError
+
+                raise UserError(f"the data set's class subset (up to index {max(self.class_subset)}) does not fit "
+                                f"the model's {logits.shape[1]} outputs; use an ImageNet-1k model")
+            mask = torch.full((logits.shape[1],), float("-inf"), device=logits.device)
+            mask[list(self.class_subset)] = 0.0
+            self._mask = mask
+        return logits + self._mask
 
     def score(self, x, samples):
         import torch
@@ -255,7 +322,8 @@ class Classify:
 
         with torch.inference_mode():
             x = to_device(x, self.device)   # normalise, forward and softmax on the device
-            probs = torch.softmax(self.model(self.pipeline.normalise(x)).float(), dim=1)
+            logits = self.restrict(self.model(self.pipeline.normalise(x)).float())
+            probs = torch.softmax(logits, dim=1)
         return probs.cpu(), [{}] * len(samples)
 
 
@@ -291,13 +359,19 @@ def score_batch(store: ResultsStore, unit, strategy: Strategy, todo: list[Sample
         probs, extras = strategy.score(torch.from_numpy(np.stack([x for _, x in ok])),
                                        [todo[i] for i, _ in ok])
         top_p, top_i = probs.topk(min(TOPK, probs.shape[1]), dim=1)
-        scored = {i: (top_i[j].tolist(), top_p[j].tolist(), extras[j]) for j, (i, _) in enumerate(ok)}
+        # the probability of the label (for the NLL, metrics.calibration); null for a label the model lacks
+        p = probs.detach().cpu().numpy()
+        p_label = [float(p[j, todo[i].label]) if 0 <= todo[i].label < p.shape[1] else None
+                   for j, (i, _) in enumerate(ok)]
+        scored = {i: (top_i[j].tolist(), top_p[j].tolist(), {"label_prob": p_label[j], **extras[j]})
+                  for j, (i, _) in enumerate(ok)}
     rows = []
     for i, _, err in batch:
         s = todo[i]
         if i not in scored:
             log.warning("skip image %s: %s", s.path, err)
-            rows.append({**image_row(unit, s, run_id, -1, [], [], "error: " + err), **strategy.error_fields})
+            rows.append({**image_row(unit, s, run_id, -1, [], [], "error: " + err), "label_prob": None,
+                         **strategy.error_fields})
             continue
         ti, tp, extra = scored[i]
         rows.append({**image_row(unit, s, run_id, ti[0], ti, tp, "ok"), **extra})
@@ -305,9 +379,12 @@ def score_batch(store: ResultsStore, unit, strategy: Strategy, todo: list[Sample
 
 
 def run_unit(store: ResultsStore, unit, strategy: Strategy, *, run_id: str, batch_size: int, workers: int,
-             progress: bool, deploy_info: dict | None = None) -> None:
-    """Score the images of ``unit`` that have no stored row yet (see module doc)."""
+             progress: bool, deploy_info: dict | None = None, files: set[str] | None = None) -> None:
+    """Score the images of ``unit`` that have no stored row yet (see module doc); ``files``: only
+    those of them (one shard of the unit, :func:`robustbench_sys.eval.executors.run_dask`)."""
     todo = start_unit(store, unit, strategy, deploy_info)
+    if files is not None:
+        todo = [s for s in todo if s.file in files]
     if not todo:
         return
     bar = None
@@ -317,7 +394,8 @@ def run_unit(store: ResultsStore, unit, strategy: Strategy, *, run_id: str, batc
         bar = tqdm(total=len(unit.dataset), initial=len(unit.dataset) - len(todo), unit="img", dynamic_ncols=True,
                    desc=f"{unit.card.name} {unit.condition.name}", file=sys.stderr, leave=False)
     try:
-        for batch in batches(todo, unit.pipeline, batch_size, in_process_workers(unit.pipeline, workers)):
+        for batch in batches(todo, unit.pipeline, batch_size, in_process_workers(unit.pipeline, workers),
+                             overlap=overlap_for(getattr(unit, "device", "cpu"))):
             score_batch(store, unit, strategy, todo, batch, run_id)
             if bar is not None:
                 bar.update(len(batch))

@@ -1,5 +1,5 @@
 """One evaluation run's context and the steps every executor shares: deploy a unit's model-side
-stages, run its batch loop, summarise it.  The one-process path (:func:`run_local`) and the
+stages, run its batch loop, summarise it.  The one-process path (:func:`run_models`) and the
 Dask workers (:mod:`robustbench_sys.eval.executors`) both go through :meth:`Runner.run_pending`."""
 
 from __future__ import annotations
@@ -104,28 +104,42 @@ class Runner:
 
 def run_local(runner: Runner, units: list[Unit], calib: Calibration) -> list[Unit]:
     """One model's units in this process, reference first; returns the units with a summary."""
+    return run_models(runner, [units], calib)[0]
+
+
+def run_models(runner: Runner, plans: list[list[Unit]], calib: Calibration) -> list[list[Unit]]:
+    """The units of several models (one list per model, reference first) in this process, model
+    by model; returns each model's units with a summary.
+
+    Units that share an image-side prefix, of one model or several, run together as a group
+    (:mod:`robustbench_sys.eval.prefix`: each image decoded once, preprocessed once per image-side
+    pipeline, scored by every unit's deployed model): when the first of them comes up, the whole
+    group runs; the units of a later model it completed are summarised in that model's turn, after
+    its reference."""
     from robustbench_sys.eval import prefix
 
     models: dict = {}   # the loaded model, shared by the units (see Runner.run_pending)
-    ref, finished = units[0], []
-    # units that share an image-side prefix (decoder) run together, each image decoded once (eval.prefix)
-    groups = {u.id: g for g in prefix.plan_groups(runner, units) for u in g}
+    groups = {u.id: g for g in prefix.plan_groups(runner, [u for units in plans for u in units]) for u in g}
     reasons: dict[str, str] = {}
-    for unit in units:
-        if not runner.complete(unit):
-            group = groups.get(unit.id)
-            if group is not None:
-                for u in group:
-                    groups.pop(u.id, None)
-                reasons.update(prefix.run_group(runner, group, calib, models))
-            reason = reasons.get(unit.id)
-            if reason is None and runner.pending(unit):
-                reason = runner.run_pending(unit, calib, models)
-            if reason:
-                runner.skip(Skip(unit.card.name, unit.condition.name, reason))
-                continue
-            # Summarised as soon as the unit is complete, so a crash later in the run
-            # (a native backend, an interrupt) never costs a finished unit its summary.
-            runner.summarise(unit, ref)
-        finished.append(unit)
-    return finished
+    finished_all = []
+    for units in plans:
+        ref, finished = units[0], []
+        for unit in units:
+            if not runner.complete(unit):
+                group = groups.get(unit.id)
+                if group is not None:
+                    for u in group:
+                        groups.pop(u.id, None)
+                    reasons.update(prefix.run_group(runner, group, calib, models))
+                reason = reasons.get(unit.id)
+                if reason is None and runner.pending(unit):
+                    reason = runner.run_pending(unit, calib, models)
+                if reason:
+                    runner.skip(Skip(unit.card.name, unit.condition.name, reason))
+                    continue
+                # Summarised as soon as the unit is complete, so a crash later in the run
+                # (a native backend, an interrupt) never costs a finished unit its summary.
+                runner.summarise(unit, ref)
+            finished.append(unit)
+        finished_all.append(finished)
+    return finished_all

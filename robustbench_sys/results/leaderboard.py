@@ -89,6 +89,8 @@ class Leaderboard:
     dataset: str | None = None
     dataset_fingerprint: str | None = None
     families: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: the families that are released test sets (:data:`TEST_SETS`): family -> the ranked figure's label
+    test_sets: dict[str, str] = field(default_factory=dict)
     overall: pd.DataFrame = field(default_factory=pd.DataFrame)
     apart: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["model", "family", "dataset",
                                                                               "reason"]))
@@ -125,6 +127,11 @@ def _rank_frame(df: pd.DataFrame, value: str, low: str, high: str, higher_is_bet
 
 
 # ---------------------------------------------------------------------- preparation
+# Everything below works column-wise on the whole summaries frame: a JSON text (card tags,
+# pipeline specs) is parsed once per distinct text, never once per row, and the only Python
+# loops run over groups (models of a family, (model, family) pairs lacking an option), never
+# over the summary rows.  tests/_leaderboard_reference.py keeps the row-by-row version that
+# tests/test_leaderboard.py compares this one against.
 def _tags(s: str | None) -> dict:
     try:
         t = json.loads(s) if isinstance(s, str) and s else {}
@@ -133,19 +140,39 @@ def _tags(s: str | None) -> dict:
         return {}
 
 
+def _factorize(col: pd.Series) -> tuple[np.ndarray, list]:
+    """(codes, distinct values) of a column of texts; missing values get code -1."""
+    try:
+        codes, uniq = pd.factorize(col, use_na_sentinel=True)
+        return np.asarray(codes), list(uniq)
+    except TypeError:   # unhashable cells (not a stored column): one code per row
+        return np.arange(len(col)), list(col)
+
+
 def model_tags(summaries: pd.DataFrame) -> pd.DataFrame:
-    """One row per model: model family, params (M), training tag (from the card tags)."""
+    """One row per model: model family, params (M), training tag (from the card tags).  A model's
+    tags are those of its last row with non-empty tags (else of its first row)."""
     if summaries.empty:
         return pd.DataFrame(columns=["model", "model family", "params (M)", "training"])
-    rows = {}
-    col = summaries["tags"] if "tags" in summaries else pd.Series([None] * len(summaries))
-    for m, t in zip(summaries["model"], col):
-        t = _tags(t)
-        if m not in rows or t:
-            rows[m] = {"model": m, "model family": str(t.get("family", "")),
-                       "params (M)": float(t["params_m"]) if "params_m" in t else float("nan"),
-                       "training": str(t.get("training", ""))}
-    return pd.DataFrame(list(rows.values()))
+    n = len(summaries)
+    if "tags" in summaries:
+        codes, uniq = _factorize(summaries["tags"])
+        parsed = [_tags(t) for t in uniq] + [{}]          # code -1 (missing) -> the trailing {}
+    else:
+        codes, parsed = np.full(n, -1), [{}]
+    has = np.array([bool(t) for t in parsed])[codes]
+    pos = pd.Series(np.arange(n))
+    by = summaries["model"].to_numpy(dtype=object)
+    first = pos.groupby(by, sort=False, dropna=False).min()
+    last = pos.where(has, -1).groupby(by, sort=False, dropna=False).max()
+    pick = np.where(last.to_numpy() >= 0, last.to_numpy(), first.to_numpy())
+    rows = []
+    for m, i in zip(first.index, pick):
+        t = parsed[codes[i]]
+        rows.append({"model": m, "model family": str(t.get("family", "")),
+                     "params (M)": float(t["params_m"]) if "params_m" in t else float("nan"),
+                     "training": str(t.get("training", ""))})
+    return pd.DataFrame(rows)
 
 
 def _dedupe(s: pd.DataFrame, apart: list[dict]) -> pd.DataFrame:
@@ -178,6 +205,31 @@ def _spec(text) -> dict | None:
     return d
 
 
+class _Specs:
+    """:func:`_spec` of each distinct text, parsed once (the dicts are shared: never modified)."""
+
+    def __init__(self) -> None:
+        self._done: dict = {}
+
+    def __call__(self, text) -> dict | None:
+        key = text if isinstance(text, str) else None
+        if key not in self._done:
+            self._done[key] = _spec(key)
+        return self._done[key]
+
+
+def _changes(models, pipes, refs, specs: _Specs) -> dict[str, dict] | None:
+    out = {}
+    for model, pipe, ref in zip(models, pipes, refs):
+        p, r = specs(pipe), specs(ref)
+        if p is None or r is None:
+            continue
+        changed = {k: v for k, v in p.items() if k not in r or r[k] != v}
+        if changed:
+            out[model] = changed
+    return out or None
+
+
 def condition_changes(rows: pd.DataFrame) -> dict[str, dict] | None:
     """What a condition sets, learned from the stored rows of the models that ran it: for each
     row, the stages whose value in its ``pipeline`` differs from its ``reference_pipeline`` (the
@@ -186,15 +238,7 @@ def condition_changes(rows: pd.DataFrame) -> dict[str, dict] | None:
     specs)."""
     if "pipeline" not in rows or "reference_pipeline" not in rows:
         return None
-    out = {}
-    for model, pipe, ref in zip(rows.model, rows.pipeline, rows.reference_pipeline):
-        p, r = _spec(pipe), _spec(ref)
-        if p is None or r is None:
-            continue
-        changed = {k: v for k, v in p.items() if k not in r or r[k] != v}
-        if changed:
-            out[model] = changed
-    return out or None
+    return _changes(rows.model, rows.pipeline, rows.reference_pipeline, _Specs())
 
 
 def is_reference_option(ref: dict, changes: dict[str, dict]) -> bool:
@@ -218,81 +262,172 @@ def with_reference_options(s: pd.DataFrame) -> pd.DataFrame:
     it changing stages that A's reference pipeline already has at those values
     (:func:`condition_changes`, :func:`is_reference_option`); A's reference pipeline is the
     ``reference_pipeline`` of its clean row.  Rows lacking the ``pipeline`` /
-    ``reference_pipeline`` columns are left as they are."""
+    ``reference_pipeline`` columns are left as they are.
+
+    Only the (model, family, data set) groups that lack an option are looked at one by one, and
+    only the options they lack have their pipelines parsed (each distinct text once); the added
+    rows come out in the order (family and data set as first stored, clean row, option as first
+    stored)."""
     if s.empty or "reference_pipeline" not in s or "pipeline" not in s:
         return s
-    add = []
-    clean = s[s.condition == CLEAN].drop_duplicates(["model", "dataset_fingerprint"], keep="last")
-    for (fam, fp), g in s[s.condition != CLEAN].groupby(["family", "dataset_fingerprint"], sort=False):
-        by_model = {m: set(x.condition) for m, x in g.groupby("model")}
-        options = g.drop_duplicates("condition")
-        changes = {c: condition_changes(x) for c, x in g.groupby("condition", sort=False)}
-        for cr in clean[clean.dataset_fingerprint == fp].itertuples(index=False):
-            if cr.model not in by_model:
+    is_clean = (s.condition == CLEAN).to_numpy(dtype=bool)
+    clean = s[is_clean].drop_duplicates(["model", "dataset_fingerprint"], keep="last")
+    noisy = s.loc[~is_clean, ["family", "dataset_fingerprint", "model", "condition"]].reset_index(drop=True)
+    noisy["_row"] = np.flatnonzero(~is_clean)                 # position in s
+    noisy = noisy[(noisy.family.notna() & noisy.dataset_fingerprint.notna()).to_numpy()].reset_index(drop=True)
+    if noisy.empty or clean.empty:
+        return s
+    noisy["_g"] = noisy.groupby(["family", "dataset_fingerprint"], sort=False).ngroup().to_numpy()
+    # the options of each (family, data set) group, in stored order (the first row of each), and
+    # the (group, model) pairs that lack one of them: the only ones looked at below
+    first = noisy[noisy.condition.notna().to_numpy()].drop_duplicates(["_g", "condition"])
+    ran = noisy[noisy.model.notna().to_numpy()]
+    have = ran.groupby(["_g", "model"], sort=False).condition.nunique()
+    n_opts = first.groupby("_g").size().reindex(have.index.get_level_values(0), fill_value=0).to_numpy()
+    short = have.index[have.to_numpy() < n_opts]
+    if not len(short):
+        return s
+    ran = ran[pd.MultiIndex.from_arrays([ran._g, ran.model]).isin(short)]
+    done = {k: set(x.condition.dropna()) for k, x in ran.groupby(["_g", "model"], sort=False)}
+    options = {g: (list(x.condition), list(x._row)) for g, x in first.groupby("_g", sort=False)}
+    where = noisy.groupby(["_g", "condition"], sort=False).indices
+    heads = noisy.drop_duplicates("_g")
+    fam_fp = dict(zip(heads._g.tolist(), zip(heads.family.tolist(), heads.dataset_fingerprint.tolist())))
+    # the clean row of each (model, data set): its order among the clean rows and its position in s
+    cpos = np.flatnonzero(is_clean)[np.flatnonzero(~s[is_clean].duplicated(["model", "dataset_fingerprint"],
+                                                                             keep="last").to_numpy())]
+    clean_at = {(m, fp): (k, p) for k, (m, fp, p) in enumerate(zip(clean.model, clean.dataset_fingerprint, cpos))}
+    model_col, row_col = s["model"].to_numpy(dtype=object), noisy["_row"].to_numpy()
+    pipe_col, ref_col = s["pipeline"].to_numpy(dtype=object), s["reference_pipeline"].to_numpy(dtype=object)
+    specs, changes = _Specs(), {}
+    add = []   # (group, clean order, option order, clean row position, option row position, family)
+    for g, model in short:
+        fam, fp = fam_fp[g]
+        at = clean_at.get((model, fp))
+        if at is None or g not in options:
+            continue
+        ref = specs(ref_col[at[1]])
+        if ref is None:
+            continue
+        for k, (cond, orow) in enumerate(zip(*options[g])):
+            if cond in done[g, model]:
                 continue
-            ref = _spec(cr.reference_pipeline)
-            if ref is None:
-                continue
-            for o in options.itertuples(index=False):
-                if o.condition in by_model[cr.model]:
-                    continue
-                ch = changes.get(o.condition)
-                if not ch or not is_reference_option(ref, ch):
-                    continue
-                row = cr._asdict()
-                row.update({"condition": o.condition, "family": fam,
-                            "suite": getattr(o, "suite", getattr(cr, "suite", None)),
-                            "suite_version": o.suite_version, "delta_acc": 0.0, "delta_ci_low": 0.0,
-                            "delta_ci_high": 0.0, "flip_rate": 0.0, "ref_top1": cr.top1,
-                            "reference_option": True})
-                add.append(row)
+            if (g, cond) not in changes:
+                rows = row_col[where[g, cond]]
+                changes[g, cond] = _changes(model_col[rows], pipe_col[rows], ref_col[rows], specs)
+            ch = changes[g, cond]
+            if ch and is_reference_option(ref, ch):
+                add.append((g, at[0], k, at[1], orow, fam))
     if not add:
         return s
-    out = pd.concat([s.assign(reference_option=False) if "reference_option" not in s else s,
-                     pd.DataFrame(add)], ignore_index=True)
+    add.sort(key=lambda a: a[:3])
+    crow = np.array([a[3] for a in add])
+    orow = np.array([a[4] for a in add])
+    new = s.iloc[crow].reset_index(drop=True)
+    opt = s.iloc[orow].reset_index(drop=True)
+    new["condition"] = opt["condition"].to_numpy()
+    new["family"] = [a[5] for a in add]
+    new["suite"] = opt["suite"].to_numpy() if "suite" in s else None
+    new["suite_version"] = opt["suite_version"].to_numpy()
+    for c in ("delta_acc", "delta_ci_low", "delta_ci_high", "flip_rate"):
+        new[c] = 0.0
+    new["ref_top1"] = s["top1"].to_numpy()[crow]
+    new["reference_option"] = True
+    out = pd.concat([s.assign(reference_option=False) if "reference_option" not in s else s, new],
+                    ignore_index=True)
     out["reference_option"] = out.reference_option.fillna(False).astype(bool)
     return out
 
 
+def _mean(v: np.ndarray) -> float:
+    """``pd.Series(v).mean()`` exactly (NaN skipped; the same summation, hence the same bits)."""
+    nan = np.isnan(v)
+    if nan.any():
+        v = np.where(nan, 0.0, v)
+    n = v.size - int(nan.sum())
+    return float(v.sum() / float(n)) if n > 0 else float("nan")
+
+
+def _nanmin(v: np.ndarray) -> float:
+    v = v[~np.isnan(v)]
+    return float(v.min()) if v.size else float("nan")
+
+
 def _family_entries(fam: str, g: pd.DataFrame) -> pd.DataFrame:
-    """One row per model for one family: figures, intervals and the comparability key."""
+    """One row per model for one family: figures, intervals and the comparability key.  The
+    columns are read once as arrays and each model's rows taken by position (no per-model frame)."""
+    groups = g.groupby("model", sort=True).indices
+    if not groups:
+        return pd.DataFrame()
+
+    def num(c: str) -> np.ndarray:
+        return g[c].to_numpy(dtype=float, na_value=np.nan)
+
+    def obj(c: str) -> np.ndarray:
+        return g[c].to_numpy(dtype=object)
+
+    n_img, cond, ds = num("n_images"), obj("condition"), obj("dataset")
+    suite_v = g.groupby("model", sort=True).suite_version.unique()
+    if "created_at" in g:   # the newest per model as max of the sorted codes (a string groupby max is slow)
+        c_codes, c_uniq = pd.factorize(g["created_at"], sort=True)
+        c_codes = np.asarray(c_codes)
+    else:
+        c_codes = None
+    if fam == CLEAN:
+        top1, lo1, hi1 = num("top1"), num("top1_ci_low"), num("top1_ci_high")
+    else:
+        d, dlo, dhi = num("delta_acc"), num("delta_ci_low"), num("delta_ci_high")
+        flip = num("flip_rate") if "flip_rate" in g else None
+        adv = "robust_acc" in g
+        if adv:
+            robust = num("robust_acc")
+            wcar = num("wcar") if "wcar" in g else None
+            raised_col = obj("validity_raised") if "validity_raised" in g else None
+        if fam == IMAGENET_S:
+            top1, ref1 = num("top1"), num("ref_top1")
+            own_col = g["reference_option"].to_numpy(dtype=bool, na_value=False) if "reference_option" in g else None
     rows = []
-    for model, m in g.groupby("model", sort=True):
-        n = int(m.n_images.min())
-        key_n = (n, int(m.n_images.max()))
-        suite_v = ",".join(sorted(map(str, set(m.suite_version))))
-        conds = tuple(sorted(m.condition))
-        created = str(m["created_at"].max()) if "created_at" in m else ""
-        row = {"model": model, "family": fam, "n": n, "k_n": key_n, "k_suite": suite_v,
-               "k_conds": conds if fam != CLEAN else (), "k_created": created,
-               "dataset": m.dataset.iloc[0]}
-        if fam == CLEAN:
-            r = m.iloc[0]
-            row.update({"top1 %": 100 * r.top1, "top1 lo": 100 * r.top1_ci_low, "top1 hi": 100 * r.top1_ci_high})
+    for model in suite_v.index:    # the models in groupby's (sorted) order
+        idx = groups[model]
+        n = int(n_img[idx].min())
+        key_n = (n, int(n_img[idx].max()))
+        sv = ",".join(sorted(map(str, suite_v[model])))
+        conds = tuple(sorted(cond[idx]))
+        if c_codes is None:
+            created = ""
         else:
-            w = m.loc[m.delta_acc.idxmax()]
+            c = c_codes[idx].max()
+            created = str(c_uniq[c]) if c >= 0 else str(float("nan"))
+        row = {"model": model, "family": fam, "n": n, "k_n": key_n, "k_suite": sv,
+               "k_conds": conds if fam != CLEAN else (), "k_created": created,
+               "dataset": ds[idx[0]]}
+        if fam == CLEAN:
+            i = idx[0]
+            row.update({"top1 %": 100 * top1[i], "top1 lo": 100 * lo1[i], "top1 hi": 100 * hi1[i]})
+        else:
+            w = idx[np.nanargmax(d[idx])]
             row.update({
-                "options": len(m),
-                "mean ΔACC pp": 100 * float(m.delta_acc.mean()),
-                "mean lo": 100 * float(m.delta_ci_low.mean()), "mean hi": 100 * float(m.delta_ci_high.mean()),
-                "max ΔACC pp": 100 * float(w.delta_acc),
-                "max lo": 100 * float(w.delta_ci_low), "max hi": 100 * float(w.delta_ci_high),
-                "worst option": w.condition,
-                "mean flip %": 100 * float(m.flip_rate.mean()) if "flip_rate" in m else float("nan"),
+                "options": len(idx),
+                "mean ΔACC pp": 100 * _mean(d[idx]),
+                "mean lo": 100 * _mean(dlo[idx]), "mean hi": 100 * _mean(dhi[idx]),
+                "max ΔACC pp": 100 * float(d[w]),
+                "max lo": 100 * float(dlo[w]), "max hi": 100 * float(dhi[w]),
+                "worst option": cond[w],
+                "mean flip %": 100 * _mean(flip[idx]) if flip is not None else float("nan"),
             })
-            if "robust_acc" in m and m.robust_acc.notna().all():   # adversarial family: RobustBench / RobustART
-                row.update({"robust acc %": 100 * float(m.robust_acc.min()),
-                            "WCAR %": 100 * float(m.wcar.min()) if "wcar" in m else float("nan")})
+            if adv and not np.isnan(robust[idx]).any():   # adversarial family: RobustBench / RobustART
+                row.update({"robust acc %": 100 * float(np.min(robust[idx])),
+                            "WCAR %": 100 * _nanmin(wcar[idx]) if wcar is not None else float("nan")})
                 # AutoAttack-style validity flags raised on any option (eval.attack: summary_fields and
                 # write_worst_case); they change no figure, they say which should not be trusted
-                raised = m.validity_raised.dropna() if "validity_raised" in m else []
+                raised = [v for v in raised_col[idx] if not pd.isna(v)] if raised_col is not None else []
                 row["validity"] = ",".join(sorted({n for v in raised for n in str(v).split(",") if n}))
             if fam == IMAGENET_S:   # RobustART: std of top-1 over the decoder x resize pairs
-                top1 = m.top1.to_numpy(dtype=float)
-                own = "reference_option" in m and bool(m.reference_option.any())   # own pair already a row
-                row["std top1 pp"] = 100 * float(np.std(top1 if own else np.append(top1, m.ref_top1.iloc[0])))
+                t = top1[idx]
+                own = own_col is not None and bool(own_col[idx].any())   # own pair already a row
+                row["std top1 pp"] = 100 * float(np.std(t if own else np.append(t, ref1[idx[0]])))
             if fam == NATURAL:
-                row.update(_mce_entry(m))
+                row.update(_mce_entry(g.iloc[idx]))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -323,14 +458,108 @@ def _why_not(e, ref) -> str:
         extra = sorted(set(e.k_conds) - set(ref.k_conds))
         part = []
         if missing:
-            part.append(f"missing {len(missing)} condition(s) ({', '.join(missing[:3])}{'…' if len(missing) > 3 else ''})")
+            more = "…" if len(missing) > 3 else ""
+            part.append(f"missing {len(missing)} condition(s) ({', '.join(missing[:3])}{more})")
         if extra:
             part.append(f"{len(extra)} extra condition(s) ({', '.join(extra[:3])}{'…' if len(extra) > 3 else ''})")
         why.append("other set of conditions: " + "; ".join(part))
     return "; ".join(why) or "not comparable"
 
 
+# ---------------------------------------------------------------------- released test sets
+#: released test sets ranked as families of their own, recognised by the summary's ``dataset_kind``
+#: (robustbench_sys.data / released / generate): family -> (kinds, the figure's label, higher is better)
+TEST_SETS: dict[str, tuple[tuple[str, ...], str, bool]] = {
+    "imagenet-a": (("imagenet-a",), "top1 % (200 classes)", True),
+    "imagenet-r": (("imagenet-r",), "top1 % (200 classes)", True),
+    "imagenet-sketch": (("imagenet-sketch",), "top1 %", True),
+    "imagenetv2": (("imagenetv2",), "top1 %", True),
+    "imagenet-real": (("imagenet-real",), "ReaL top1 %", True),
+    "imagenet-o": (("imagenet-o",), "AUPR %", True),
+    "imagenet-p": (("generated:imagenet-p",), "mean FP %", False),
+    "imagenet-c-released": (("released:imagenet-c",), "mCE %", False),
+    "imagenet-c-bar-released": (("released:imagenet-c-bar",), "mean err %", False),
+    "imagenet-3dcc-released": (("released:imagenet-3dcc",), "mean err %", False),
+}
+TEST_SETS_BY_KIND = {k: fam for fam, (kinds, _, _) in TEST_SETS.items() for k in kinds}
+#: test sets whose units are one per part (a perturbation, a corruption x severity), each its own data set
+_MULTI_PART = ("imagenet-p", "imagenet-c-released", "imagenet-c-bar-released", "imagenet-3dcc-released")
+
+
+def _test_set_value(fam: str, g: pd.DataFrame) -> tuple[float, float, float, dict]:
+    """(value, 95% low, 95% high, extra columns) of one model's rows of test set ``fam``, in %."""
+    from robustbench_sys.metrics.paired import wilson_interval
+
+    def col(c: str) -> np.ndarray:
+        return g[c].to_numpy(dtype=float, na_value=np.nan) if c in g else np.full(len(g), np.nan)
+
+    r = g.iloc[0]
+    if fam == "imagenet-real":
+        n = int(col("real_n")[0]) if not np.isnan(col("real_n")[0]) else 0
+        acc = float(col("real_top1")[0])
+        lo, hi = wilson_interval(int(round(acc * n)), n) if n else (float("nan"), float("nan"))
+        return 100 * acc, 100 * lo, 100 * hi, {"n": n}
+    if fam == "imagenet-o":
+        return (100 * float(col("ood_aupr")[0]), 100 * float(col("ood_aupr_ci_low")[0]),
+                100 * float(col("ood_aupr_ci_high")[0]),
+                {"positives": int(col("ood_n_pos")[0]), "negatives": int(col("ood_n_neg")[0])})
+    if fam == "imagenet-p":   # the mean over perturbations; its interval the mean of the bounds (conservative)
+        return (100 * _mean(col("flip_prob")), 100 * _mean(col("flip_prob_ci_low")),
+                100 * _mean(col("flip_prob_ci_high")), {"perturbations": len(g), "mean T5D": _mean(col("top5_dist"))})
+    if fam in _MULTI_PART:   # released corruption sets: mean error over the parts (mCE below when complete)
+        err, elo, ehi = 1 - col("top1"), 1 - col("top1_ci_high"), 1 - col("top1_ci_low")
+        out = {"parts": len(g)}
+        if fam == "imagenet-c-released":
+            m = _mce_entry(g)
+            if not np.isnan(m["mCE %"]):
+                return m["mCE %"], m["mCE lo"], m["mCE hi"], {**out, "mean err %": 100 * _mean(err)}
+        return 100 * _mean(err), 100 * _mean(elo), 100 * _mean(ehi), out
+    return 100 * float(r.top1), 100 * float(r.top1_ci_low), 100 * float(r.top1_ci_high), {}
+
+
+def _rank_test_set(lb: Leaderboard, fam: str, g: pd.DataFrame, apart: list[dict]) -> None:
+    """Rank the models on test set ``fam`` (one figure with its interval, :data:`TEST_SETS`) into
+    ``lb.families[fam]``.  A single-part set ranks each model's own pipeline (condition ``clean``);
+    a multi-part set (ImageNet-P: clean on each perturbation; released corruption sets: every part)
+    averages its parts.  Comparable: the same data set fingerprint(s) and number of images; the
+    largest such group is ranked, the rest listed apart with the reason."""
+    _, label, higher = TEST_SETS[fam]
+    if fam != "imagenet-c-released" and fam not in ("imagenet-c-bar-released", "imagenet-3dcc-released"):
+        other = g[g.condition != CLEAN]
+        for r in other[["model", "condition", "dataset"]].drop_duplicates().itertuples(index=False):
+            apart.append({"model": r.model, "family": fam, "dataset": r.dataset, "reason":
+                          f"condition {r.condition} on {fam}: only the model's own pipeline (clean) is ranked"})
+        g = g[g.condition == CLEAN]
+    rows = []
+    for model, m in g.groupby("model", sort=True):
+        if fam not in _MULTI_PART and m.dataset_fingerprint.nunique() > 1:   # several copies: the newest
+            m = m.sort_values("created_at").iloc[[-1]] if "created_at" in m else m.iloc[[-1]]
+        value, lo, hi, extra = _test_set_value(fam, m)
+        key = (tuple(sorted(set(m.dataset_fingerprint))), int(m.n_images.min()), int(m.n_images.max()))
+        rows.append({"model": model, "n": int(m.n_images.min()), label: value, "lo": lo, "hi": hi, **extra,
+                     "dataset": str(m.dataset.iloc[0]), "_key": repr(key)})
+    e = pd.DataFrame(rows)
+    if e.empty:
+        return
+    e = e[~e[label].isna()] if e[label].isna().any() else e
+    if e.empty:
+        return
+    best = e._key.value_counts().sort_index().sort_values(ascending=False, kind="stable").index[0]
+    for r in e[e._key != best].itertuples(index=False):
+        apart.append({"model": r.model, "family": fam, "dataset": r.dataset,
+                      "reason": f"other images or parts of {fam} than the ranked group"})
+    e = _rank_frame(e[e._key == best].drop(columns=["_key"]), label, "lo", "hi", higher)
+    e = e.sort_values(["rank", label, "model"], ascending=[True, not higher, True])
+    front = ["rank", "tied", "model"]
+    lb.families[fam] = e[front + [c for c in e.columns if c not in front]].reset_index(drop=True)
+    lb.test_sets[fam] = label
+
+
 # ---------------------------------------------------------------------- build
+#: the columns :func:`_family_entries` (and :func:`_mce_entry`) read
+_ENTRY_COLUMNS = ("model", "family", "condition", "dataset", "n_images", "suite_version", "created_at", "top1",
+                  "top1_ci_low", "top1_ci_high", "delta_acc", "delta_ci_low", "delta_ci_high", "flip_rate",
+                  "robust_acc", "wcar", "validity_raised", "ref_top1", "reference_option", "pipeline")
 #: families kept out of the ranking unless asked for by name (``--family audit``)
 UNRANKED = ("audit",)
 
@@ -346,31 +575,47 @@ def build(summaries: pd.DataFrame, *, dataset_fingerprint: str | None = None,
         raise ValueError(f"summaries lack column(s) {missing}; re-run the evaluation with this version")
     apart: list[dict] = []
     s = _dedupe(summaries, apart)
+    test_fam = (s["dataset_kind"].map(TEST_SETS_BY_KIND) if "dataset_kind" in s
+                else pd.Series(None, index=s.index, dtype=object))
+    tests, s = s[test_fam.notna()], s[test_fam.isna()]
+    if families:
+        tests = tests[test_fam[test_fam.notna()].isin(families)]
+    for fam, g in tests.groupby(test_fam[test_fam.notna()], sort=True):
+        _rank_test_set(lb, str(fam), g, apart)
+    # a released corruption set run with --clean-data none has no reference: nothing to rank it against
+    noref = (s.family != CLEAN) & s.delta_acc.isna() & (s.ref_top1.isna() if "ref_top1" in s else False)
+    for model, fam, ds in s.loc[noref, ["model", "family", "dataset"]].drop_duplicates().itertuples(index=False):
+        apart.append({"model": model, "family": fam, "dataset": ds, "reason": "no clean reference (--clean-data none)"})
+    s = s[~noref]
     if families:
         keep = set(families) | {CLEAN}
         s = s[s.family.isin(keep)]
     else:   # an audit measures one user's own stack per model: a report, not a ranking
         s = s[~s.family.isin(UNRANKED)]
     if s.empty:
+        lb.apart = pd.DataFrame(apart, columns=["model", "family", "dataset", "reason"])
         return lb
     counts = s.dataset_fingerprint.value_counts()
     fp = dataset_fingerprint if dataset_fingerprint is not None else counts.index[0]
-    if fp not in set(s.dataset_fingerprint):
+    if fp not in set(s.dataset_fingerprint.unique()):
         raise ValueError(f"data set fingerprint {fp} is not in the store; have {', '.join(counts.index)}")
     ds_name = s.loc[s.dataset_fingerprint == fp, "dataset"].iloc[0]
     lb.dataset, lb.dataset_fingerprint = ds_name, fp
-    for (model, fam, ds, ofp), _ in s[s.dataset_fingerprint != fp].groupby(
-            ["model", "family", "dataset", "dataset_fingerprint"], sort=True):
+    keys = ["model", "family", "dataset", "dataset_fingerprint"]
+    other = s.loc[(s.dataset_fingerprint != fp).to_numpy(), keys].dropna().drop_duplicates().sort_values(keys)
+    for model, fam, ds, ofp in zip(*(other[k].tolist() for k in keys)):
         apart.append({"model": model, "family": fam, "dataset": ds,
                       "reason": f"other data set (fingerprint {ofp}); ranked: {ds_name} ({fp})"})
     s = with_reference_options(s[s.dataset_fingerprint == fp])
     tags = model_tags(s)
 
-    fams = sorted(set(s.family), key=lambda f: (f != CLEAN, f))
+    fams = sorted(s.family.unique(), key=lambda f: (f != CLEAN, f))
     if families:
         fams = [f for f in fams if f in families]
+    rows_of = s.groupby("family", sort=False).indices     # each family's rows, in stored order
+    slim = s[[c for c in _ENTRY_COLUMNS if c in s]]       # (a take of ~20 columns, not of every one)
     for fam in fams:
-        e = _family_entries(fam, s[s.family == fam])
+        e = _family_entries(fam, slim.iloc[rows_of[fam]])
         e["k_key"] = [repr((a, b, c)) for a, b, c in zip(e.k_n, e.k_suite, e.k_conds)]
         cand = pd.DataFrame({"key": e.k_key, "size": e.k_key.map(e.k_key.value_counts()),
                              "newest": e.groupby("k_key")["k_created"].transform("max")})
@@ -394,7 +639,9 @@ def build(summaries: pd.DataFrame, *, dataset_fingerprint: str | None = None,
         front = ["rank", "tied", "model"]
         lb.families[fam] = g[front + [c for c in g.columns if c not in front]].reset_index(drop=True)
 
-    lb.overall = _overall(lb.families, apart, ds_name)
+    # the overall rank averages the families of the ranked data set; a test set evaluated for some
+    # models only must not push the others out of it
+    lb.overall = _overall({f: g for f, g in lb.families.items() if f not in lb.test_sets}, apart, ds_name)
     lb.apart = pd.DataFrame(apart, columns=["model", "family", "dataset", "reason"])
     return lb
 
@@ -440,6 +687,14 @@ def display_frame(lb: Leaderboard, family: str) -> pd.DataFrame:
     g = lb.families[family]
     rank = [f"{r}=" if t else str(r) for r, t in zip(g["rank"], g["tied"])]
     out = pd.DataFrame({"rank": rank, "model": g.model, "n": g.n})
+    if family in lb.test_sets:   # a released test set: its one figure with the interval, then its extras
+        label = lb.test_sets[family]
+        out[label] = g[label].round(2)
+        out["95% CI"] = [_ci(a, b) for a, b in zip(g["lo"], g["hi"])]
+        for c in g.columns:
+            if c not in ("rank", "tied", "model", "n", label, "lo", "hi"):
+                out[c] = g[c].round(3) if g[c].dtype.kind == "f" else g[c]
+        return out
     if family == CLEAN:
         out["top1 %"] = g["top1 %"].round(2)
         out["top1 95% CI"] = [_ci(a, b) for a, b in zip(g["top1 lo"], g["top1 hi"])]
@@ -469,14 +724,17 @@ def display_frame(lb: Leaderboard, family: str) -> pd.DataFrame:
 
 def header(lb: Leaderboard) -> str:
     """The line above the tables: the ranked data set and the rank rule."""
-    return (f"data set {lb.dataset} (fingerprint {lb.dataset_fingerprint}); rank = 1 + number of models "
+    ranked = (f"data set {lb.dataset} (fingerprint {lb.dataset_fingerprint})" if lb.dataset is not None
+              else "released test sets only")
+    tests = f", test sets {', '.join(lb.test_sets)} as families of their own" if lb.test_sets else ""
+    return (f"{ranked}{tests}; rank = 1 + number of models "
             "whose 95% interval lies entirely on the better side; '=' marks a tie")
 
 
 def sections(lb: Leaderboard, families: list[str] | None = None) -> list[tuple[str, str, pd.DataFrame]]:
     """``(name, title, display frame)`` of every table in output order: overall, each ranked
     family (``families``: only these), then ``not ranked`` when anything is listed apart."""
-    names = ["overall"] + [f for f in lb.families if not families or f in families]
+    names = ["overall"] * (not lb.overall.empty) + [f for f in lb.families if not families or f in families]
     out = [(n, f"{n} (mean interval rank over families)" if n == "overall" else n, display_frame(lb, n))
            for n in names]
     if len(lb.apart):

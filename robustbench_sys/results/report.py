@@ -65,7 +65,8 @@ def family_table(summaries: pd.DataFrame) -> pd.DataFrame:
     if summaries.empty:
         return pd.DataFrame()
     rows = []
-    s = summaries[summaries.condition != "clean"]
+    # no ΔACC without a reference (a released corruption set run with --clean-data none)
+    s = summaries[(summaries.condition != "clean") & summaries.delta_acc.notna()]
     for (ds, model, fam), g in s.groupby(["dataset", "model", "family"], sort=True):
         st = metrics.family_stats(g.delta_acc)
         worst = g.loc[g.delta_acc.idxmax(), "condition"]
@@ -91,6 +92,40 @@ def adversarial_table(summaries: pd.DataFrame) -> pd.DataFrame:
         "AR %": (100 * s.attack_robustness).round(2), "WCAR %": (100 * s.wcar).round(2),
         "norm": s.norm, "eps": s.eps.round(6), "max pert": s.max_perturbation.round(6),
         "flags": [v or "-" for v in s.validity_raised],
+    }).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------- calibration (issue 16, item 3)
+def has_calibration(summaries: pd.DataFrame) -> bool:
+    """Whether any summary row records an ECE (summaries written before issue 16 have none)."""
+    return not summaries.empty and "ece" in summaries and bool(summaries.ece.notna().any())
+
+
+def calibration_table(summaries: pd.DataFrame, rank_by: str = "ece") -> pd.DataFrame:
+    """``results show --by calibration``: per (data set, model, condition) top-1 %, expected
+    calibration error (%, 15 bins, :mod:`robustbench_sys.metrics.calibration`), the reference's ECE,
+    ΔECE = ECE − reference ECE (pp; positive = the condition is worse calibrated), NLL (nats) and
+    ΔNLL.  Ranked within each (data set, condition) by ``rank_by`` (``"ece"`` or ``"nll"``), best
+    (lowest) first (``rank``; ties share the lower rank); rows without that figure come last,
+    unranked.  NaN where a figure is unknown (an NLL from per-image rows written before
+    ``label_prob`` was stored).  Attack units are scored on the adversarial images: their ECE is
+    the calibration under attack."""
+    if rank_by not in ("ece", "nll"):
+        raise ValueError(f"rank_by {rank_by!r}: expected 'ece' or 'nll'")
+    if not has_calibration(summaries):
+        return pd.DataFrame()
+    s = summaries.copy()
+    for c in ("ece", "nll", "ref_ece", "ref_nll"):
+        s[c] = s[c].astype(float) if c in s else float("nan")
+    s["_clean"] = s.condition != "clean"
+    s["_rank"] = s.groupby(["dataset", "condition"])[rank_by].rank(method="min")
+    s = s.sort_values(["dataset", "_clean", "family", "condition", "_rank", "model"], na_position="last")
+    return pd.DataFrame({
+        "dataset": s.dataset, "model": s.model, "condition": s.condition, "n": s.n_images,
+        "rank": s._rank.astype("Int64"), "top1 %": (100 * s.top1).round(2),
+        "ECE %": (100 * s.ece).round(2), "ref ECE %": (100 * s.ref_ece).round(2),
+        "ΔECE pp": (100 * (s.ece - s.ref_ece)).round(2),
+        "NLL": s.nll.round(4), "ΔNLL": (s.nll - s.ref_nll).round(4),
     }).reset_index(drop=True)
 
 
@@ -237,8 +272,8 @@ def imagenet_s_matrix(summaries: pd.DataFrame, model: str, dataset: str | None =
 def natural_errors(g: pd.DataFrame, value: str = "top1") -> pd.DataFrame:
     """``corruption, severity, error`` rows from a model's natural-family summaries (error =
     1 - ``value``, e.g. ``top1`` or one of its interval bounds)."""
-    # a natural-family row always has a corrupt stage
-    cs = [cast(str, _stage(p, "corrupt")).rsplit("-", 1) for p in g.pipeline]
+    # a natural-family row has a corrupt stage, or reads a released part (robustbench_sys.released)
+    cs = [cast(str, _stage(p, "corrupt") or json.loads(p).get("released_corrupt")).rsplit("-", 1) for p in g.pipeline]
     return pd.DataFrame({"corruption": [c for c, _ in cs], "severity": [int(v) for _, v in cs],
                          "error": 1 - g[value].to_numpy(dtype=float)})
 
@@ -260,10 +295,85 @@ def natural_table(summaries: pd.DataFrame) -> pd.DataFrame:
         row = {"dataset": ds, "model": model, "n": int(g.n_images.min()), "corruptions": err.corruption.nunique(),
                "clean err %": round(100 * clean_err, 2),
                "mCE %": round(100 * nm.mce(bench), 2) if full else float("nan"),
-               "rel. mCE %": round(100 * nm.relative_mce(bench, clean_err), 2) if full else float("nan"),
+               "rel. mCE %": (round(100 * nm.relative_mce(bench, clean_err), 2) if full and clean_err == clean_err
+                              else float("nan")),   # NaN clean error: a released run with --clean-data none
                "mean corr. err %": round(100 * float(err.error.mean()), 2)}
         for k, e in err.groupby("severity").error:
             row[f"acc s{k} %"] = round(100 * (1 - float(e.mean())), 2)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------- ImageNet-P (metrics.perturbation)
+def imagenet_p_rows(summaries: pd.DataFrame) -> pd.DataFrame:
+    """The summaries of generated ImageNet-P variants (a ``flip_prob`` value), with ``source`` (the
+    source data set) and ``perturbation`` (the variant: ``gaussian_noise_2``...) parsed from the data
+    set name ``<source>-imagenet-p-<variant>``."""
+    if summaries.empty or "flip_prob" not in summaries:
+        return summaries.iloc[0:0].assign(source=[], perturbation=[])
+    s = summaries[summaries.flip_prob.notna() & summaries.dataset.astype(str).str.contains("-imagenet-p-")]
+    parts = s.dataset.astype(str).str.rsplit("-imagenet-p-", n=1)
+    return s.assign(source=parts.str[0], perturbation=parts.str[1])
+
+
+def imagenet_p_table(summaries: pd.DataFrame) -> pd.DataFrame:
+    """One row per (source, model, condition, perturbation): frames scored, top-1 over the frames,
+    flip probability FP (%) and top-5 distance T5D (non-noise perturbations at difficulty 1)."""
+    s = imagenet_p_rows(summaries)
+    rows = [{"dataset": r.source, "model": r.model, "condition": r.condition, "perturbation": r.perturbation,
+             "frames": int(r.n_images), "top1 %": round(100 * float(r.top1), 2),
+             "FP %": round(100 * float(r.flip_prob), 3), "T5D": round(float(r.top5_dist), 4)}
+            for r in s.itertuples()]
+    out = pd.DataFrame(rows, columns=["dataset", "model", "condition", "perturbation", "frames", "top1 %", "FP %",
+                                      "T5D"])
+    return out.sort_values(["dataset", "model", "condition", "perturbation"], kind="stable").reset_index(drop=True)
+
+
+def imagenet_p_baseline(summaries: pd.DataFrame, model: str) -> dict[str, tuple[dict, dict]]:
+    """Per source data set, ``model``'s ({perturbation: FP}, {perturbation: T5D}) on the same generated
+    sequences (its own pipeline, condition ``clean``): the normalisers of mFP / mT5D when the store
+    holds the baseline (the paper's is AlexNet, e.g. ``torchvision:alexnet``).  ValueError (one line)
+    when ``model`` has no ImageNet-P result there."""
+    s = imagenet_p_rows(summaries)
+    s = s[(s.model == model) & (s.condition == "clean")] if not s.empty else s
+    if s.empty:
+        have = sorted(set(imagenet_p_rows(summaries).model)) if not summaries.empty else []
+        raise ValueError(f"--baseline-model {model}: no clean ImageNet-P result of that model in this store "
+                         f"(models with ImageNet-P results: {', '.join(have) or 'none'}); evaluate it on the same "
+                         "generated sequences first (the paper's baseline is AlexNet: --model torchvision:alexnet)")
+    return {src: (dict(zip(g.perturbation, g.flip_prob.astype(float))),
+                  dict(zip(g.perturbation, g.top5_dist.astype(float))))
+            for src, g in s.groupby("source", sort=True)}
+
+
+def imagenet_p_summary(summaries: pd.DataFrame, fp_baseline=None, t5d_baseline=None,
+                       baseline: dict[str, tuple[dict, dict]] | None = None) -> pd.DataFrame:
+    """Per (source, model, condition): the benchmark perturbations present, mean FP (%) and mean T5D
+    over them, and mFP / mT5D (%) normalised by ``fp_baseline`` / ``t5d_baseline`` ({perturbation:
+    value}) when given and all 10 are present; the normalisers default to none (AlexNet's published
+    values are not included: :data:`robustbench_sys.metrics.perturbation.ALEXNET_FP`), so no mFP.
+    ``baseline`` (:func:`imagenet_p_baseline`): normalisers per source data set, measured on the same
+    sequences, used where given."""
+    from robustbench_sys.metrics import perturbation as pm
+
+    s = imagenet_p_rows(summaries)
+    s = s[s.perturbation.isin(pm.BENCHMARK_PERTURBATIONS)] if not s.empty else s
+    rows = []
+    for (ds, model, cond), g in (s.groupby(["source", "model", "condition"], sort=True) if not s.empty else []):
+        fp = dict(zip(g.perturbation, g.flip_prob.astype(float)))
+        t5 = dict(zip(g.perturbation, g.top5_dist.astype(float)))
+        full = all(p in fp for p in pm.BENCHMARK_PERTURBATIONS)
+        fp_base, t5_base = fp_baseline, t5d_baseline
+        if baseline is not None:
+            fp_base, t5_base = baseline.get(ds, ({}, {}))
+            full = full and all(p in fp_base for p in pm.BENCHMARK_PERTURBATIONS)
+        row = {"dataset": ds, "model": model, "condition": cond, "perturbations": len(fp),
+               "mean FP %": round(100 * sum(fp.values()) / len(fp), 3),
+               "mean T5D": round(sum(t5.values()) / len(t5), 4)}
+        if fp_base is not None:
+            row["mFP %"] = round(100 * pm.mean_flip_probability(fp, fp_base), 2) if full else float("nan")
+        if t5_base is not None:
+            row["mT5D %"] = round(100 * pm.mean_top5_distance(t5, t5_base), 2) if full else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
 

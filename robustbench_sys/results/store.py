@@ -71,12 +71,17 @@ log = logging.getLogger("robustbench_sys.results")
 _HELD: dict[str, list] = {}
 _HELD_GUARD = threading.Lock()
 
+#: ``label_prob`` (nullable): the softmax probability of the image's label, for the negative
+#: log-likelihood (:mod:`robustbench_sys.metrics.calibration`); null on an error row or a label
+#: outside the model's classes.  Parts written before it existed lack the column: read back as
+#: missing (NaN), so the NLL of such a unit is unknown, never 0.
 PER_IMAGE_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("unit_id", pa.string()), ("model", pa.string()),
     ("condition", pa.string()), ("family", pa.string()), ("dataset", pa.string()),
     ("file", pa.string()), ("label", pa.int32()), ("pred", pa.int32()),
     ("top5", pa.list_(pa.int32())), ("top5_prob", pa.list_(pa.float32())),
     ("correct", pa.bool_()), ("correct5", pa.bool_()), ("status", pa.string()),
+    ("label_prob", pa.float32()),
 ])
 #: per-image rows of adversarial units: the columns above (``pred`` etc. on the adversarial
 #: image) plus nullable ones: the clean prediction of the same run, the perturbation's norm
@@ -520,6 +525,9 @@ SUMMARY_SCHEMA = pa.schema([
     ("ref_top1", pa.float64()), ("delta_acc", pa.float64()), ("delta_ci_low", pa.float64()),
     ("delta_ci_high", pa.float64()), ("mcnemar_p", pa.float64()), ("n_lost", pa.int64()), ("n_gained", pa.int64()),
     ("flip_rate", pa.float64()),
+    # calibration (metrics.calibration) of the unit and of its reference unit: NaN where unknown (an
+    # older store: no column, or per-image parts without label_prob for the NLL)
+    ("ece", pa.float64()), ("nll", pa.float64()), ("ref_ece", pa.float64()), ("ref_nll", pa.float64()),
     ("pipeline", pa.string()), ("pipeline_text", pa.string()), ("reference_pipeline", pa.string()),
     ("weights_sha256", pa.string()), ("deploy_info", pa.string()), ("tags", pa.string()),
     ("provenance", pa.string()), ("run_ids", pa.string()), ("created_at", pa.string()),
@@ -536,6 +544,18 @@ SUMMARY_SCHEMA = pa.schema([
     ("attack_robustness", pa.float64()), ("max_perturbation", pa.float64()),
     ("perturbation_within_eps", pa.bool_()), ("validity_flags", pa.string()), ("validity_raised", pa.string()),
     ("wc_group", pa.string()), ("wc_attacks", pa.int64()), ("wcar", pa.float64()), ("wc_robust_acc", pa.float64()),
+    # released test sets (metrics.ood.summary_fields): the data set's format, the size of the class
+    # subset the logits were restricted to (NaN: all), ImageNet-ReaL top-1 and its image count,
+    # ImageNet-O AUPR (anomaly = -max softmax prob) and its positive / negative image counts; in every
+    # summary, NaN where they do not apply, so float64 (also the counts) as the speed block
+    ("dataset_kind", pa.string()), ("n_classes", pa.float64()), ("real_top1", pa.float64()),
+    ("real_n", pa.float64()), ("ood_aupr", pa.float64()), ("ood_n_pos", pa.float64()), ("ood_n_neg", pa.float64()),
+    ("ood_aupr_ci_low", pa.float64()), ("ood_aupr_ci_high", pa.float64()),   # stratified bootstrap, 95%
+    # generated ImageNet-P variants (metrics.perturbation.summary_fields): flip probability (with a 95%
+    # bootstrap interval over sequences) and top-5 distance over the variant's frame sequences; null
+    # for every other data set
+    ("flip_prob", pa.float64()), ("top5_dist", pa.float64()),
+    ("flip_prob_ci_low", pa.float64()), ("flip_prob_ci_high", pa.float64()),
 ])
 
 
