@@ -71,3 +71,26 @@ def test_plan_bad_option_exit_2(imagenet_sample, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "--scheduler bogus" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_estimate_charges_shared_preprocessing_once(monkeypatch):
+    """Worked example: 2 models x (clean + a model-side condition) on one image-side pipeline, one
+    resize condition and one attack.  Shared prefix: the pipeline's preprocessing is charged once
+    for the most images left, the attack per unit; off: every unit pays its own."""
+    from robustbench_sys.eval.estimate import Calibration, PlannedUnit, RunPlan
+
+    def pu(model, cond, prefix, left, attack=False):
+        return PlannedUnit(model, cond, f"{model}-{cond}", "new", 10, left, "pil", prefix, attack)
+
+    units = [pu("a", "clean", "P", 10), pu("a", "precision/bf16", "P", 10), pu("b", "clean", "P", 6),
+             pu("b", "graph/x", "P", 8), pu("a", "resize/cv2", "Q", 10), pu("a", "pgd", "P", 4, attack=True)]
+    cal = Calibration(images=4, batch_size=4, torch_threads=1, cores=2, forward={"a": 0.1, "b": 0.2},
+                      load={"a": 1.0, "b": 2.0}, preprocess={"P": 0.05, "Q": 0.07})
+    plan = RunPlan("out", "d", 10, 4, 1, None, units, [], [], cal)   # one worker: preprocessing not split
+    forward = 10 * 0.1 + 10 * 0.1 + 6 * 0.2 + 8 * 0.2 + 10 * 0.1
+    monkeypatch.setenv("ROBUSTBENCH_SYS_SHARED_PREFIX", "1")
+    shared = 3.0 + (10 * 0.05 + 10 * 0.07) + forward + 4 * (0.05 + 0.1)
+    assert plan.estimate_local() == pytest.approx(shared)
+    monkeypatch.setenv("ROBUSTBENCH_SYS_SHARED_PREFIX", "0")
+    per_unit = 3.0 + (10 + 10 + 6 + 8) * 0.05 + 10 * 0.07 + forward + 4 * (0.05 + 0.1)
+    assert plan.estimate_local() == pytest.approx(per_unit) and per_unit > shared

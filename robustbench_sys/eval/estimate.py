@@ -120,12 +120,29 @@ class RunPlan:
 
     def estimate_local(self) -> float:
         """Seconds in one process: per model its load, then per image preprocessing (spread over
-        the lockstep workers, one per core at most) plus the forward (on every core)."""
+        the lockstep workers, one per core at most) plus the forward (on every core).  With
+        shared-prefix execution (:mod:`robustbench_sys.eval.prefix`, on unless
+        ``ROBUSTBENCH_SYS_SHARED_PREFIX=0``) an image is preprocessed once per image-side pipeline
+        for all the (non-attack) units and models that share it, so that work is charged once (for
+        the most images any of them has left); decoding shared across different image-side
+        pipelines is not credited (the estimate leans high there)."""
+        from robustbench_sys.eval import prefix
+
         c = self.calibration
         par = max(1, min(self.workers, c.cores)) if self.workers else 1
-        models = {u.model for u in self.pending()}
-        return sum(c.load.get(m, 0.0) for m in models) + sum(self.unit_seconds(u, parallel_pre=par)
-                                                              for u in self.pending())
+        pending = self.pending()
+        models = {u.model for u in pending}
+        load = sum(c.load.get(m, 0.0) for m in models)
+        if not prefix.enabled():
+            return load + sum(self.unit_seconds(u, parallel_pre=par) for u in pending)
+        shared: dict[str, int] = {}
+        for u in pending:
+            if not u.attack:
+                shared[u.image_prefix] = max(shared.get(u.image_prefix, 0), u.images_left)
+        pre = sum(n * c.preprocess.get(k, 0.0) for k, n in shared.items()) / par
+        attacks = sum(self.unit_seconds(u, parallel_pre=par) for u in pending if u.attack)
+        forward = sum(u.images_left * c.forward.get(u.model, 0.0) for u in pending if not u.attack)
+        return load + pre + attacks + forward
 
     def estimate_dask(self, n_workers: int, threads_per_worker: int) -> tuple[float, list[float]]:
         """(wall seconds, busy seconds per worker) on ``n_workers`` Dask workers of
@@ -203,7 +220,9 @@ class RunPlan:
         lines.append("  assumes: every image costs what the calibration images cost; model-side conditions "
                      "(precision / backend / graph / device) forward as fast as the fp32 reference; attacks "
                      "cost one forward per image (their steps are not counted); the lockstep preprocessing "
-                     "workers split preprocessing evenly (one per core at most); the deploy-speed timing "
+                     "workers split preprocessing evenly (one per core at most); an image is preprocessed "
+                     "once per image-side pipeline for all units and models sharing it (shared prefix; "
+                     "per unit with ROBUSTBENCH_SYS_SHARED_PREFIX=0); the deploy-speed timing "
                      "(50 batch-1 runs per timed unit), quantisation calibration and summaries are not "
                      "counted; the machine is not busier than during the calibration")
         lines += [f"  note: {n}" for n in c.notes]
