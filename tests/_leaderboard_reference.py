@@ -19,12 +19,11 @@ from robustbench_sys.results.leaderboard import (
     Leaderboard,
     _mce_entry,
     _overall,
-    _rank_frame,
     _spec,
     _tags,
-    _why_not,
     condition_changes,
     is_reference_option,
+    rank_family,
 )
 
 
@@ -171,29 +170,7 @@ def build(summaries: pd.DataFrame, *, dataset_fingerprint: str | None = None,
     if families:
         fams = [f for f in fams if f in families]
     for fam in fams:
-        e = _family_entries(fam, s[s.family == fam])
-        e["k_key"] = [repr((a, b, c)) for a, b, c in zip(e.k_n, e.k_suite, e.k_conds)]
-        cand = pd.DataFrame({"key": e.k_key, "size": e.k_key.map(e.k_key.value_counts()),
-                             "newest": e.groupby("k_key")["k_created"].transform("max")})
-        best_key = cand.sort_values(["size", "newest", "key"], ascending=[False, False, True]).key.iloc[0]
-        ref = e[e.k_key == best_key].iloc[0]
-        for r in e[e.k_key != best_key].itertuples():
-            apart.append({"model": r.model, "family": fam, "dataset": ds_name, "reason": _why_not(r, ref)})
-        g = e[e.k_key == best_key].drop(columns=["k_key", "k_n", "k_suite", "k_conds", "k_created"])
-        if fam == CLEAN:
-            g = _rank_frame(g, "top1 %", "top1 lo", "top1 hi", True)
-            g = g.sort_values(["rank", "top1 %", "model"], ascending=[True, False, True])
-        elif fam == NATURAL and g["mCE %"].notna().all():   # ImageNet-C is ranked by mCE
-            g = _rank_frame(g, "max ΔACC pp", "max lo", "max hi", False, prefix="max ")
-            g = _rank_frame(g, "mCE %", "mCE lo", "mCE hi", False)
-            g = g.sort_values(["rank", "mCE %", "model"])
-        else:
-            g = _rank_frame(g, "max ΔACC pp", "max lo", "max hi", False, prefix="max ")
-            g = _rank_frame(g, "mean ΔACC pp", "mean lo", "mean hi", False)
-            g = g.sort_values(["rank", "mean ΔACC pp", "model"])
-        g = g.merge(tags, on="model", how="left")
-        front = ["rank", "tied", "model"]
-        lb.families[fam] = g[front + [c for c in g.columns if c not in front]].reset_index(drop=True)
+        lb.families[fam] = rank_family(fam, _family_entries(fam, s[s.family == fam]), ds_name, tags, apart)
 
     lb.overall = _overall(lb.families, apart, ds_name)
     lb.apart = pd.DataFrame(apart, columns=["model", "family", "dataset", "reason"])

@@ -53,6 +53,25 @@ def _same_summaries(a: pd.DataFrame, b: pd.DataFrame, drop=()):
     pd.testing.assert_frame_equal(a[stats], b[stats])
 
 
+def _killed_after(monkeypatch, n: int, run) -> list[str]:
+    """Run ``run()`` with the grouped loop killed before its ``n + 1``-th batch; the ids of the
+    units whose batches were stored, in order."""
+    real_score = prefix.score_batch
+    scored: list[str] = []
+
+    def dying(store, unit, strategy, todo, batch, run_id):
+        if len(scored) == n:
+            raise RuntimeError("killed")
+        scored.append(unit.id)
+        return real_score(store, unit, strategy, todo, batch, run_id)
+
+    monkeypatch.setattr(prefix, "score_batch", dying)
+    with pytest.raises(RuntimeError, match="killed"):
+        run()
+    monkeypatch.setattr(prefix, "score_batch", real_score)
+    return scored
+
+
 def test_grouped_rows_equal_per_unit_and_resume(tmp_path, imagenet_sample, monkeypatch):
     suite = _suite(tmp_path)
     rows_unit, summ_unit = _run(monkeypatch, tmp_path / "per-unit", suite, imagenet_sample, False, 0)
@@ -75,19 +94,7 @@ def test_grouped_rows_equal_per_unit_and_resume(tmp_path, imagenet_sample, monke
     # second batch of its first two units); one unit also loses its first part.  The resumed units'
     # pending images then differ (misaligned batches) and still give the same rows.
     out = tmp_path / "interrupted"
-    real_score = prefix.score_batch
-    scored: list[str] = []
-
-    def dying(store, unit, strategy, todo, batch, run_id):
-        if len(scored) == 6:
-            raise RuntimeError("killed")
-        scored.append(unit.id)
-        return real_score(store, unit, strategy, todo, batch, run_id)
-
-    monkeypatch.setattr(prefix, "score_batch", dying)
-    with pytest.raises(RuntimeError, match="killed"):
-        _run(monkeypatch, out, suite, imagenet_sample, True, 0)
-    monkeypatch.setattr(prefix, "score_batch", real_score)
+    scored = _killed_after(monkeypatch, 6, lambda: _run(monkeypatch, out, suite, imagenet_sample, True, 0))
     store = ResultsStore(out)
     assert len(set(scored)) == 4 and scored.count(scored[0]) == 2
     parts = sorted(store.unit_dir(scored[0]).glob("*.parquet"), key=lambda p: p.stat().st_mtime_ns)
@@ -168,19 +175,8 @@ def test_grouped_model_side_and_two_models(tmp_path, imagenet_sample, monkeypatc
 
     # interrupted mid-group after 9 of its 16 batches (two per unit); then resumed, with speed measured
     out = tmp_path / "interrupted"
-    real_score = prefix.score_batch
-    scored: list[str] = []
-
-    def dying(store, unit, strategy, todo, batch, run_id):
-        if len(scored) == 9:
-            raise RuntimeError("killed")
-        scored.append(unit.id)
-        return real_score(store, unit, strategy, todo, batch, run_id)
-
-    monkeypatch.setattr(prefix, "score_batch", dying)
-    with pytest.raises(RuntimeError, match="killed"):
-        _run_two(monkeypatch, out, suite, imagenet_sample, True, 0, speed=True)
-    monkeypatch.setattr(prefix, "score_batch", real_score)
+    scored = _killed_after(monkeypatch, 9,
+                           lambda: _run_two(monkeypatch, out, suite, imagenet_sample, True, 0, speed=True))
     store = ResultsStore(out)
     assert len(set(scored)) == 8 and scored.count(scored[0]) == 2 and store.summaries().empty
     parts = sorted(store.unit_dir(scored[0]).glob("*.parquet"), key=lambda p: p.stat().st_mtime_ns)

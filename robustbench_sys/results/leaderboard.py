@@ -466,6 +466,34 @@ def _why_not(e, ref) -> str:
     return "; ".join(why) or "not comparable"
 
 
+def rank_family(fam: str, e: pd.DataFrame, ds_name: str, tags: pd.DataFrame, apart: list[dict]) -> pd.DataFrame:
+    """The ranked frame of one family from its per-model entries (:func:`_family_entries`): the
+    largest comparable group (ties: the newest, then the key) ranked by the family's figure, every
+    other entry appended to ``apart`` with the reason (see the module doc)."""
+    e["k_key"] = [repr((a, b, c)) for a, b, c in zip(e.k_n, e.k_suite, e.k_conds)]
+    cand = pd.DataFrame({"key": e.k_key, "size": e.k_key.map(e.k_key.value_counts()),
+                         "newest": e.groupby("k_key")["k_created"].transform("max")})
+    best_key = cand.sort_values(["size", "newest", "key"], ascending=[False, False, True]).key.iloc[0]
+    ref = e[e.k_key == best_key].iloc[0]
+    for r in e[e.k_key != best_key].itertuples():
+        apart.append({"model": r.model, "family": fam, "dataset": ds_name, "reason": _why_not(r, ref)})
+    g = e[e.k_key == best_key].drop(columns=["k_key", "k_n", "k_suite", "k_conds", "k_created"])
+    if fam == CLEAN:
+        g = _rank_frame(g, "top1 %", "top1 lo", "top1 hi", True)
+        g = g.sort_values(["rank", "top1 %", "model"], ascending=[True, False, True])
+    elif fam == NATURAL and g["mCE %"].notna().all():   # ImageNet-C is ranked by mCE
+        g = _rank_frame(g, "max ΔACC pp", "max lo", "max hi", False, prefix="max ")
+        g = _rank_frame(g, "mCE %", "mCE lo", "mCE hi", False)
+        g = g.sort_values(["rank", "mCE %", "model"])
+    else:
+        g = _rank_frame(g, "max ΔACC pp", "max lo", "max hi", False, prefix="max ")
+        g = _rank_frame(g, "mean ΔACC pp", "mean lo", "mean hi", False)
+        g = g.sort_values(["rank", "mean ΔACC pp", "model"])
+    g = g.merge(tags, on="model", how="left")
+    front = ["rank", "tied", "model"]
+    return g[front + [c for c in g.columns if c not in front]].reset_index(drop=True)
+
+
 # ---------------------------------------------------------------------- released test sets
 #: released test sets ranked as families of their own, recognised by the summary's ``dataset_kind``
 #: (robustbench_sys.data / released / generate): family -> (kinds, the figure's label, higher is better)
@@ -615,29 +643,7 @@ def build(summaries: pd.DataFrame, *, dataset_fingerprint: str | None = None,
     rows_of = s.groupby("family", sort=False).indices     # each family's rows, in stored order
     slim = s[[c for c in _ENTRY_COLUMNS if c in s]]       # (a take of ~20 columns, not of every one)
     for fam in fams:
-        e = _family_entries(fam, slim.iloc[rows_of[fam]])
-        e["k_key"] = [repr((a, b, c)) for a, b, c in zip(e.k_n, e.k_suite, e.k_conds)]
-        cand = pd.DataFrame({"key": e.k_key, "size": e.k_key.map(e.k_key.value_counts()),
-                             "newest": e.groupby("k_key")["k_created"].transform("max")})
-        best_key = cand.sort_values(["size", "newest", "key"], ascending=[False, False, True]).key.iloc[0]
-        ref = e[e.k_key == best_key].iloc[0]
-        for r in e[e.k_key != best_key].itertuples():
-            apart.append({"model": r.model, "family": fam, "dataset": ds_name, "reason": _why_not(r, ref)})
-        g = e[e.k_key == best_key].drop(columns=["k_key", "k_n", "k_suite", "k_conds", "k_created"])
-        if fam == CLEAN:
-            g = _rank_frame(g, "top1 %", "top1 lo", "top1 hi", True)
-            g = g.sort_values(["rank", "top1 %", "model"], ascending=[True, False, True])
-        elif fam == NATURAL and g["mCE %"].notna().all():   # ImageNet-C is ranked by mCE
-            g = _rank_frame(g, "max ΔACC pp", "max lo", "max hi", False, prefix="max ")
-            g = _rank_frame(g, "mCE %", "mCE lo", "mCE hi", False)
-            g = g.sort_values(["rank", "mCE %", "model"])
-        else:
-            g = _rank_frame(g, "max ΔACC pp", "max lo", "max hi", False, prefix="max ")
-            g = _rank_frame(g, "mean ΔACC pp", "mean lo", "mean hi", False)
-            g = g.sort_values(["rank", "mean ΔACC pp", "model"])
-        g = g.merge(tags, on="model", how="left")
-        front = ["rank", "tied", "model"]
-        lb.families[fam] = g[front + [c for c in g.columns if c not in front]].reset_index(drop=True)
+        lb.families[fam] = rank_family(fam, _family_entries(fam, slim.iloc[rows_of[fam]]), ds_name, tags, apart)
 
     # the overall rank averages the families of the ranked data set; a test set evaluated for some
     # models only must not push the others out of it
