@@ -510,8 +510,10 @@ TEST_SETS: dict[str, tuple[tuple[str, ...], str, bool]] = {
     "imagenet-3dcc-released": (("released:imagenet-3dcc",), "mean err %", False),
 }
 TEST_SETS_BY_KIND = {k: fam for fam, (kinds, _, _) in TEST_SETS.items() for k in kinds}
+#: released corruption sets: every part (corruption x severity) is ranked, not only ``clean``
+_RELEASED = ("imagenet-c-released", "imagenet-c-bar-released", "imagenet-3dcc-released")
 #: test sets whose units are one per part (a perturbation, a corruption x severity), each its own data set
-_MULTI_PART = ("imagenet-p", "imagenet-c-released", "imagenet-c-bar-released", "imagenet-3dcc-released")
+_MULTI_PART = ("imagenet-p", *_RELEASED)
 
 
 def _test_set_value(fam: str, g: pd.DataFrame) -> tuple[float, float, float, dict]:
@@ -534,7 +536,7 @@ def _test_set_value(fam: str, g: pd.DataFrame) -> tuple[float, float, float, dic
     if fam == "imagenet-p":   # the mean over perturbations; its interval the mean of the bounds (conservative)
         return (100 * _mean(col("flip_prob")), 100 * _mean(col("flip_prob_ci_low")),
                 100 * _mean(col("flip_prob_ci_high")), {"perturbations": len(g), "mean T5D": _mean(col("top5_dist"))})
-    if fam in _MULTI_PART:   # released corruption sets: mean error over the parts (mCE below when complete)
+    if fam in _RELEASED:   # mean error over the parts (mCE below when complete)
         err, elo, ehi = 1 - col("top1"), 1 - col("top1_ci_high"), 1 - col("top1_ci_low")
         out = {"parts": len(g)}
         if fam == "imagenet-c-released":
@@ -552,7 +554,7 @@ def _rank_test_set(lb: Leaderboard, fam: str, g: pd.DataFrame, apart: list[dict]
     averages its parts.  Comparable: the same data set fingerprint(s) and number of images; the
     largest such group is ranked, the rest listed apart with the reason."""
     _, label, higher = TEST_SETS[fam]
-    if fam != "imagenet-c-released" and fam not in ("imagenet-c-bar-released", "imagenet-3dcc-released"):
+    if fam not in _RELEASED:
         other = g[g.condition != CLEAN]
         for r in other[["model", "condition", "dataset"]].drop_duplicates().itertuples(index=False):
             apart.append({"model": r.model, "family": fam, "dataset": r.dataset, "reason":
@@ -567,9 +569,7 @@ def _rank_test_set(lb: Leaderboard, fam: str, g: pd.DataFrame, apart: list[dict]
         rows.append({"model": model, "n": int(m.n_images.min()), label: value, "lo": lo, "hi": hi, **extra,
                      "dataset": str(m.dataset.iloc[0]), "_key": repr(key)})
     e = pd.DataFrame(rows)
-    if e.empty:
-        return
-    e = e[~e[label].isna()] if e[label].isna().any() else e
+    e = e[e[label].notna()] if len(e) else e
     if e.empty:
         return
     best = e._key.value_counts().sort_index().sort_values(ascending=False, kind="stable").index[0]
