@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from robustbench_sys import zoo  # noqa: E402
 from robustbench_sys.data import load_dataset  # noqa: E402
+from robustbench_sys.eval import prefix  # noqa: E402
 from robustbench_sys.eval.loop import batches, preprocess_workers  # noqa: E402
 from robustbench_sys.eval.prefix import MAX_GROUP, group_batches  # noqa: E402
 from robustbench_sys.pipeline import Pipeline  # noqa: E402
@@ -54,11 +55,11 @@ def _pipelines(model: str) -> tuple[list[Pipeline], list[str]]:
     return pipes, missing
 
 
-def _groups(pipes: list[Pipeline]) -> list[list[Pipeline]]:
-    by: dict[str, list[Pipeline]] = {}
-    for p in pipes:
-        by.setdefault(p.decoder, []).append(p)
-    return [g[k:k + MAX_GROUP] for g in by.values() for k in range(0, len(g), MAX_GROUP)]
+def _groups(pipes: list[Pipeline], batch_size: int) -> list[list[Pipeline]]:
+    """As :func:`robustbench_sys.eval.prefix.plan_groups` cuts one model's image-side units: all
+    decoders together, at most MAX_GROUP pipelines and the input buffer budget."""
+    per = max(1, min(MAX_GROUP, prefix.buffer_budget() // prefix.buffer_bytes(pipes[0], batch_size)))
+    return [pipes[k:k + per] for k in range(0, len(pipes), per)]
 
 
 def per_unit(pipes, samples, bs, workers, digest=None):
@@ -74,7 +75,7 @@ def per_unit(pipes, samples, bs, workers, digest=None):
 
 def grouped(pipes, samples, bs, workers, digest=None):
     n, offset = 0, {id(p): u for u, p in enumerate(pipes)}
-    for group in _groups(pipes):
+    for group in _groups(pipes, bs):
         for k, batch in group_batches(group, [samples] * len(group), bs, workers, samples):
             for i, x, _ in batch:
                 n += 1

@@ -86,24 +86,24 @@ def test_grouped_rows_equal_per_unit_and_resume(tmp_path, imagenet_sample, monke
     monkeypatch.setattr(prefix, "run_group", spy)
     out = tmp_path / "grouped"
     rows_g, summ_g = _run(monkeypatch, out, suite, imagenet_sample, True, 1)   # one forked worker
-    assert sorted(calls) == [4, 4]   # pil: clean + 3 pairs (pil-bilinear is clean); opencv: 4 pairs
+    assert calls == [8]   # one group over both decoders: clean + 3 pil pairs (pil-bilinear is clean) + 4 opencv
     _same_rows(rows_unit, rows_g)
     _same_summaries(summ_unit, summ_g)
 
-    # interrupted: the grouped run dies after 6 batches (group 1: every unit's first batch, then the
-    # second batch of its first two units); one unit also loses its first part.  The resumed units'
+    # interrupted: the grouped run dies after 10 batches (every unit's first batch, then the second
+    # batch of its first two units); one unit also loses its first part.  The resumed units'
     # pending images then differ (misaligned batches) and still give the same rows.
     out = tmp_path / "interrupted"
-    scored = _killed_after(monkeypatch, 6, lambda: _run(monkeypatch, out, suite, imagenet_sample, True, 0))
+    scored = _killed_after(monkeypatch, 10, lambda: _run(monkeypatch, out, suite, imagenet_sample, True, 0))
     store = ResultsStore(out)
-    assert len(set(scored)) == 4 and scored.count(scored[0]) == 2
+    assert len(set(scored)) == 8 and scored.count(scored[0]) == 2
     parts = sorted(store.unit_dir(scored[0]).glob("*.parquet"), key=lambda p: p.stat().st_mtime_ns)
     assert len(parts) == 2
     parts[0].unlink()   # images 0-2 of that unit are pending again, 3-5 are not
     assert len(store.done_files(scored[0])) == 3 and len(store.done_files(scored[2])) == 3
     calls.clear()
     rows_r, summ_r = _run(monkeypatch, out, suite, imagenet_sample, True, 0)
-    assert sorted(calls) == [4, 4]   # both groups ran (the interrupted one resumed)
+    assert calls == [8]   # the interrupted group resumed
     _same_rows(rows_unit, rows_r)
     _same_summaries(summ_unit, summ_r)
 

@@ -128,12 +128,18 @@ def _init_dataloader_worker(_):
     apply(plan_threads("preprocess"))   # a spawned worker (no fork here): OpenCV is set too
 
 
-def in_process_workers(pipeline: Pipeline, workers: int) -> int:
-    """0 when an image stage of ``pipeline`` computes on a CUDA device (its registry tag
-    ``device = "cuda"``, e.g. ``decoder/nvjpeg``): CUDA cannot run in forked workers, so such a
-    pipeline preprocesses in this process; else ``workers``."""
+def gpu_image_stage(pipeline: Pipeline) -> bool:
+    """True when an image stage of ``pipeline`` computes on a CUDA device (its registry tag
+    ``device = "cuda"``, e.g. ``decoder/nvjpeg``)."""
     image = {st.name for st in pipeline_stages("image")}
-    if workers and any(n.tags.get("device") == "cuda" for st, n in pipeline.stage_noises() if st in image):
+    return any(n.tags.get("device") == "cuda" for st, n in pipeline.stage_noises() if st in image)
+
+
+def in_process_workers(pipeline: Pipeline, workers: int) -> int:
+    """0 when an image stage of ``pipeline`` computes on a CUDA device (:func:`gpu_image_stage`):
+    CUDA cannot run in forked workers, so such a pipeline preprocesses in this process; else
+    ``workers``."""
+    if workers and gpu_image_stage(pipeline):
         log.info("preprocessing in this process: %s computes on the GPU", pipeline.describe())
         return 0
     return workers

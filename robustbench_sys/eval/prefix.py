@@ -1,12 +1,13 @@
 """Shared-prefix execution: units that share an image-side prefix run as one group, each image
 read and decoded once, and preprocessed once per image-side pipeline, for all of them.
 
-A group's units share the data set, the device, the decoder and the input size; they may belong
-to several models (:func:`plan_groups` takes the pending units of every model of a run).  Within
-a group the units fall into *image-side classes*: units whose image-side pipeline (decoder,
-colour, resize, crop, corruption, input size: everything up to the [0, 1] tensor, i.e. the
-pipeline less the model-side stages and the normalisation, :func:`image_side`) is identical.
-Each image is read and decoded once for the group; each class runs its downstream stages
+A group's units share the data set, the device and the input size (and whether an image stage
+computes on the GPU); they may use several decoders and belong to several models
+(:func:`plan_groups` takes the pending units of every model of a run).  Within a group the
+units fall into *image-side classes*: units whose image-side pipeline (decoder, colour, resize,
+crop, corruption, input size: everything up to the [0, 1] tensor, i.e. the pipeline less the
+model-side stages and the normalisation, :func:`image_side`) is identical.  Each image is read
+once for the group and decoded once per decoder; each class runs its downstream stages
 (:meth:`~robustbench_sys.pipeline.Pipeline.to_input`, on its own copy of the decoded image, with
 the same per-image corruption seed) once, and the [0, 1] input is scored by every unit of the
 class: each model-side condition (graph change, precision, backend, device noise) with its own
@@ -14,21 +15,31 @@ deployed model, each model with its own normalisation.  So the ``imagenet-s`` de
 pairs share the decoding, and the clean, precision, backend and graph units of one model (or
 several models with the same preprocessing) share all of their preprocessing.
 
+**Equal decodings are computed on once.**  The stages after the decoder depend on the decoded
+array and the per-image seed (derived from the file's bytes) only, not on which decoder gave
+the array.  So when two decoders give an image the *same* array (same shape, dtype and bytes,
+compared exactly, per image: e.g. PIL and OpenCV on one libjpeg-turbo), classes that differ
+only in their decoder are computed once for that image and share the input
+(:func:`preprocess_shared`); an image the decoders disagree on is computed per decoder, so every
+input is still exactly ``pipeline.preprocess(bytes)``.
+
 Every unit is scored in exactly the batches the per-unit loop (:func:`~robustbench_sys.eval.loop.run_unit`)
 would give it: its own pending images, ``batch_size`` at a time, in data-set order, on the same
 inputs bit for bit.  So its rows are those of the per-unit loop bit for bit, one parquet part per
 batch, and an interrupted group resumes each unit from its own stored images.
 
 Memory stays bounded: the images stream in shards of ``batch_size``; a shard's decoded images
-and, per class, one batch of inputs are held at a time, and per unit at most one partial batch.
-The deployed models of a group are held at once, so a group has at most :data:`MAX_GROUP`
-units of at most :data:`MAX_MODELS` models, and an estimated :data:`GROUP_MEMORY_MB` MiB of
-model parameters (:func:`model_bytes`: the card's ``params_m`` tag x 4 bytes, or
+and, per class, one batch of inputs are held at a time (a ``(classes, batch, 3, S, S)`` float32
+buffer, at most :data:`GROUP_BUFFER_MB` MiB: ``ROBUSTBENCH_SYS_GROUP_BUFFER_MB``), and per unit
+at most one partial batch.  The deployed models of a group are held at once, so a group has at
+most :data:`MAX_GROUP` units of at most :data:`MAX_MODELS` models, and an estimated
+:data:`GROUP_MEMORY_MB` MiB of model parameters (:func:`model_bytes`: the card's ``params_m`` tag x 4 bytes, or
 :data:`DEFAULT_PARAMS_M` without one, counted once per loaded model and once more per unit with
 a model-side stage; ``ROBUSTBENCH_SYS_GROUP_MEMORY_MB`` changes the budget).  Preprocessing runs
-in forked worker processes in lockstep with the models, as in
-:func:`~robustbench_sys.eval.loop.batches` (a worker decodes an image once and writes every
-class's input into a shared buffer).
+in forked worker processes as in :func:`~robustbench_sys.eval.loop.batches` (a worker reads an
+image once and writes every class's input into a shared buffer): in lockstep with the models on
+the CPU, overlapped with them (the next shard into a second buffer) on a GPU
+(:func:`~robustbench_sys.eval.loop.overlap_for`, ``ROBUSTBENCH_SYS_OVERLAP``).
 
 A timed unit (:func:`~robustbench_sys.eval.speed.wants_speed`) has its speed measured right after
 its deployment, before any batch of the group is scored (as the per-unit path does, before its
@@ -46,6 +57,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
+from typing import Any
 
 import numpy as np
 
@@ -56,8 +68,10 @@ from robustbench_sys.eval.deploy import Calibration, deploy
 from robustbench_sys.eval.loop import (
     Classify,
     error_text,
+    gpu_image_stage,
     in_process_workers,
     init_forked_worker,
+    overlap_for,
     score_batch,
     serial_opencv,
     start_unit,
@@ -69,9 +83,11 @@ from robustbench_sys.pipeline import Pipeline
 
 log = logging.getLogger("robustbench_sys.eval")
 
-#: the most units in one group (their deployed models are held at once; the shared buffer holds
-#: one batch of inputs per image-side class)
-MAX_GROUP = 16
+#: the most units in one group (their locks and deployed models are held at once)
+MAX_GROUP = 128
+#: the largest input buffer of a group, in MiB (``ROBUSTBENCH_SYS_GROUP_BUFFER_MB``): one batch of
+#: float32 inputs per image-side class
+GROUP_BUFFER_MB = 2048
 #: the most distinct models (card, weights) in one group (each is loaded at once)
 MAX_MODELS = 4
 #: the estimated model parameters a group may hold, in MiB (``ROBUSTBENCH_SYS_GROUP_MEMORY_MB``)
@@ -97,12 +113,12 @@ def image_side(p: Pipeline) -> Pipeline:
 
 
 def group_key(unit: Unit) -> tuple | None:
-    """What a unit shares with the others of its group (data, device, decoder, input size);
-    None for a unit the per-unit loop runs (an attack)."""
+    """What a unit shares with the others of its group (data, device, input size, whether an
+    image stage computes on the GPU); None for a unit the per-unit loop runs (an attack)."""
     p = unit.pipeline
     if unit.condition.attack:
         return None
-    return (unit.dataset.fingerprint, unit.device, p.decoder, p.input_size)
+    return (unit.dataset.fingerprint, unit.device, p.input_size, gpu_image_stage(p))
 
 
 def model_bytes(unit: Unit) -> int:
@@ -114,11 +130,25 @@ def model_bytes(unit: Unit) -> int:
     return int(params_m * 1e6 * 4)
 
 
-def _memory_budget() -> int:
+def _mib(env: str, default: int) -> int:
     try:
-        return int(float(os.environ.get("ROBUSTBENCH_SYS_GROUP_MEMORY_MB", GROUP_MEMORY_MB)) * 2**20)
+        return int(float(os.environ.get(env, default)) * 2**20)
     except ValueError:
-        return GROUP_MEMORY_MB * 2**20
+        return default * 2**20
+
+
+def _memory_budget() -> int:
+    return _mib("ROBUSTBENCH_SYS_GROUP_MEMORY_MB", GROUP_MEMORY_MB)
+
+
+def buffer_budget() -> int:
+    """The largest input buffer of a group, in bytes (:data:`GROUP_BUFFER_MB`)."""
+    return _mib("ROBUSTBENCH_SYS_GROUP_BUFFER_MB", GROUP_BUFFER_MB)
+
+
+def buffer_bytes(pipeline: Pipeline, batch_size: int) -> int:
+    """The bytes of one image-side class in a group's input buffer: one batch of float32 inputs."""
+    return 4 * batch_size * 3 * pipeline.input_size ** 2
 
 
 def _has_model_side(unit: Unit) -> bool:
@@ -129,8 +159,9 @@ def plan_groups(runner, units: list[Unit]) -> list[list[Unit]]:
     """The groups (two units or more) among the pending ``units`` (of one model or several, each
     model's reference first as planned): units with the same :func:`group_key`, those of one
     image-side class next to each other (the models taken :data:`MAX_MODELS` at a time, in plan
-    order; within them the largest class first, so it is rarely split), cut at :data:`MAX_GROUP`
-    units, :data:`MAX_MODELS` models and the memory budget (see the module doc)."""
+    order; within them the decoders in plan order, and per decoder the largest class first, so
+    it is rarely split), cut at :data:`MAX_GROUP` units, :data:`MAX_MODELS` models, the memory
+    budget and the input buffer budget (see the module doc)."""
     if not enabled() or (runner.workers > 0 and "fork" not in mp.get_all_start_methods()):
         return []
     by_key: dict[tuple, list[Unit]] = {}
@@ -141,6 +172,7 @@ def plan_groups(runner, units: list[Unit]) -> list[list[Unit]]:
             by_key.setdefault(key, []).append(u)
             seen.add(u.id)   # two conditions with one pipeline (decoder/ffmpeg, combined/1-decode): one unit
     budget = _memory_budget()
+    buffers = buffer_budget()
     groups = []
     for members in by_key.values():
         size: dict[Pipeline, int] = {}
@@ -148,22 +180,29 @@ def plan_groups(runner, units: list[Unit]) -> list[list[Unit]]:
             size[image_side(u.pipeline)] = size.get(image_side(u.pipeline), 0) + 1
         rank = {key: r for r, key in enumerate(sorted(size, key=lambda key: -size[key]))}   # largest class first
         order = list(dict.fromkeys((u.card.name, u.weights_sha256) for u in members))
+        decoders = list(dict.fromkeys(u.pipeline.decoder for u in members))
         members = sorted(members, key=lambda u: (order.index((u.card.name, u.weights_sha256)) // MAX_MODELS,
+                                                 decoders.index(u.pipeline.decoder),
                                                  rank[image_side(u.pipeline)]))   # stable: plan order kept
         chunk: list[Unit] = []
         models: set = set()
-        held = 0
+        classes: set[Pipeline] = set()
+        held = buffered = 0
         for u in members:
-            key = (u.card.name, u.weights_sha256)
+            key, cls = (u.card.name, u.weights_sha256), image_side(u.pipeline)
             cost = model_bytes(u) * ((key not in models) + _has_model_side(u))
+            buf = buffer_bytes(u.pipeline, runner.batch_size) * (cls not in classes)
             if chunk and (len(chunk) == MAX_GROUP or (key not in models and len(models) == MAX_MODELS)
-                          or held + cost > budget):
+                          or held + cost > budget or buffered + buf > buffers):
                 groups.append(chunk)
-                chunk, models, held = [], set(), 0
+                chunk, models, classes, held, buffered = [], set(), set(), 0, 0
                 cost = model_bytes(u) * (1 + _has_model_side(u))
+                buf = buffer_bytes(u.pipeline, runner.batch_size)
             chunk.append(u)
             models.add(key)
+            classes.add(cls)
             held += cost
+            buffered += buf
         groups.append(chunk)
     return [g for g in groups if len(g) > 1]
 
@@ -191,18 +230,24 @@ def _load_models(runner, units: list[Unit], models: dict) -> dict[tuple, dict]:
     return held
 
 
-def run_group(runner, group: list[Unit], calib: Calibration, models: dict) -> dict[str, str]:
+def run_group(runner, group: list[Unit], calib: Calibration, models: dict, *, files: set[str] | None = None,
+              shard: str | None = None) -> dict[str, str]:
     """Run the pending images of a group's units; returns ``{unit id: skip reason}`` for units
-    that do not apply.  Holds every unit's store lock (taken in id order) throughout."""
+    that do not apply.  Holds every unit's store lock (taken in id order) throughout.
+
+    ``files``: only those images (one image shard of the group, named ``shard``: the locks taken
+    are then ``<unit id>.<shard>``, so shards of one group run at once on several Dask workers,
+    :func:`robustbench_sys.eval.executors.run_dask`)."""
     store = runner.store
     reasons: dict[str, str] = {}
     with ExitStack() as locks:
         for u in sorted(group, key=lambda u: u.id):
-            locks.enter_context(store.unit_lock(u.id))
+            locks.enter_context(store.unit_lock(u.id if shard is None else f"{u.id}.{shard}"))
         first: dict[str, Unit] = {}
         for u in group:   # one unit per id (two conditions may share a pipeline)
             first.setdefault(u.id, u)
-        live = [u for u in first.values() if runner.pending(u)]   # another process may have finished some
+        live = [u for u in first.values() if runner.pending(u)
+                and (files is None or not files <= store.done_files(u.id))]   # another process may have finished some
         if not live:
             return reasons
         held = _load_models(runner, live, models)
@@ -220,14 +265,17 @@ def run_group(runner, group: list[Unit], calib: Calibration, models: dict) -> di
                     runner.deploy_info[u.id] = {**runner.deploy_info[u.id], "speed": runner._speed(u, deployed)}
             strategy = Classify(u, deployed)
             todo = start_unit(store, u, strategy, runner.deploy_info[u.id])
+            if files is not None:
+                todo = [s for s in todo if s.file in files]
             if todo:
                 jobs.append((u, strategy, todo))
         if not jobs:
             return reasons
         pipes = [u.pipeline for u, _, _ in jobs]
-        log.info("  %d units of %d model(s) share %s: each image decoded once, preprocessed once per image-side "
-                 "pipeline (%d)", len(jobs), len({(u.card.name, u.weights_sha256) for u, _, _ in jobs}),
-                 pipes[0].decoder, len({image_side(p) for p in pipes}))
+        log.info("  %d units of %d model(s) share each image: read once, decoded once per decoder (%s), "
+                 "preprocessed once per image-side pipeline (%d)", len(jobs),
+                 len({(u.card.name, u.weights_sha256) for u, _, _ in jobs}),
+                 ", ".join(dict.fromkeys(p.decoder for p in pipes)), len({image_side(p) for p in pipes}))
         workers = min(in_process_workers(p, runner.workers) for p in pipes)
         bar = None
         if runner.progress:
@@ -239,7 +287,7 @@ def run_group(runner, group: list[Unit], calib: Calibration, models: dict) -> di
         try:
             with reference_flags(jobs[0][0].device):
                 for k, batch in group_batches(pipes, [t for _, _, t in jobs], runner.batch_size, workers,
-                                              jobs[0][0].dataset.samples):
+                                              jobs[0][0].dataset.samples, overlap=overlap_for(jobs[0][0].device)):
                     u, strategy, todo = jobs[k]
                     score_batch(store, u, strategy, todo, batch, runner.run_id)
                     if bar is not None:
@@ -252,13 +300,19 @@ def run_group(runner, group: list[Unit], calib: Calibration, models: dict) -> di
 
 # ---------------------------------------------------------------------- the grouped batches
 def group_batches(pipelines: list[Pipeline], todos: list[list[Sample]], batch_size: int, workers: int,
-                  order: Sequence[Sample]) -> Iterator[tuple[int, list[Item]]]:
+                  order: Sequence[Sample], *, overlap: bool = False) -> Iterator[tuple[int, list[Item]]]:
     """``(k, batch)``: unit ``k``'s next batch, exactly as ``batches(todos[k], pipelines[k],
-    batch_size, workers)`` gives it, with each image read and decoded once for all units (the
-    pipelines share their decoder) and preprocessed once per image-side class (:func:`image_side`).
-    ``todos`` are sub-lists of ``order`` (the data set's samples), in its order.  A batch's arrays
-    are valid until the next batch is asked for (score each at once) and are shared by the units
-    of a class (read them, never write)."""
+    batch_size, workers)`` gives it, with each image read once for all units, decoded once per
+    decoder and preprocessed once per image-side class (:func:`image_side`; classes that differ
+    only in the decoder once per distinct decoded array, :func:`preprocess_shared`).  ``todos``
+    are sub-lists of ``order`` (the data set's samples), in its order.  A batch's arrays are valid
+    until the next batch is asked for (score each at once) and are shared by the units of a class
+    (read them, never write).
+
+    ``overlap`` (with ``workers``): the workers preprocess the next shard of images into a second
+    buffer while this shard's batches are scored (as :func:`~robustbench_sys.eval.loop.batches`
+    does on a GPU); a buffer is rewritten only after every batch read from it was handed out and
+    the consumer asked for the next."""
     classes: dict[Pipeline, int] = {}
     cls = [classes.setdefault(image_side(p), len(classes)) for p in pipelines]
     reps: list[Pipeline] = [pipelines[cls.index(c)] for c in range(len(classes))]   # one pipeline per class
@@ -266,12 +320,21 @@ def group_batches(pipelines: list[Pipeline], todos: list[list[Sample]], batch_si
     samples = [s for s in order if any(s.file in ix for ix in index)]
     left = [len(t) for t in todos]
     held: list[list[Item]] = [[] for _ in todos]
-    fill = _Preprocess(reps, samples, batch_size, workers)
+    fill = _Preprocess(reps, samples, batch_size, workers, overlap=overlap)
+    starts = range(0, len(samples), batch_size)
+
+    def shard(start: int) -> list[tuple[int, list[int]]]:
+        return [(n, sorted({cls[k] for k, ix in enumerate(index) if samples[n].file in ix}))
+                for n in range(start, min(start + batch_size, len(samples)))]
+
     try:
-        for start in range(0, len(samples), batch_size):
-            shard = [(n, sorted({cls[k] for k, ix in enumerate(index) if samples[n].file in ix}))
-                     for n in range(start, min(start + batch_size, len(samples)))]
-            for c, n, x, err in fill(shard):
+        pending = fill.submit(shard(0)) if samples else None
+        for i in range(len(starts)):
+            results = fill.result(pending)
+            nxt = i + 1 < len(starts)
+            if fill.overlap and nxt:   # written into the other buffer while this shard is scored
+                pending = fill.submit(shard(starts[i + 1]))
+            for c, n, x, err in results:
                 f = samples[n].file
                 for k in range(len(todos)):
                     if cls[k] == c and f in index[k]:
@@ -283,6 +346,8 @@ def group_batches(pipelines: list[Pipeline], todos: list[list[Sample]], batch_si
                     yield k, batch
             if fill.pool is not None:   # a partial batch outlives the shared buffer: copied out (once per class)
                 held = _copied(held)
+            if not fill.overlap and nxt:
+                pending = fill.submit(shard(starts[i + 1]))
     finally:
         fill.close()
 
@@ -303,89 +368,161 @@ def _copied(held: list[list[Item]]) -> list[list[Item]]:
     return out
 
 
-def preprocess_shared(pipelines: list[Pipeline], sample: Sample, which: list[int]):
-    """``(k, x, err)`` for each pipeline ``k`` in ``which``: the image read and decoded once, then each
-    pipeline's own stages on its own copy (exactly ``pipelines[k].preprocess(bytes)``)."""
+def after_decoder(pipelines: list[Pipeline]) -> list[int]:
+    """Per pipeline, a number equal for pipelines whose stages after the decoder are the same
+    (their image-side pipelines less the decoder): from equal decoded arrays they compute equal
+    inputs (:meth:`~robustbench_sys.pipeline.Pipeline.to_input` never looks at the decoder)."""
+    keys: dict[Pipeline, int] = {}
+    return [keys.setdefault(image_side(p).replace(decoder=""), len(keys)) for p in pipelines]
+
+
+def _same_array(a, b) -> bool:
+    return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
+            and a.dtype == b.dtype and bool(np.array_equal(a, b)))
+
+
+def preprocess_shared(pipelines: list[Pipeline], sample: Sample, which: list[int],
+                      after: list[int] | None = None) -> Iterator[tuple[int, np.ndarray | None, str, int]]:
+    """``(k, x, err, first)`` for each pipeline ``k`` in ``which`` (in that order): ``x`` is exactly
+    ``pipelines[k].preprocess(bytes)``, with the image read once, decoded once per decoder, and
+    the stages after the decoder run once per (distinct decoded array, :func:`after_decoder`
+    number ``after[k]``) on its own copy of the array: two decoders that give this image the same
+    array (compared exactly) share the work.  ``first`` is the first ``k`` of ``which`` computed
+    with the same work (``k`` itself when computed for it), whose ``x`` is the same object."""
+    after = list(range(len(pipelines))) if after is None else after
     try:
         data = sample.path.read_bytes()
-        rgb = pipelines[which[0]].decode(data)
-    except Exception as e:  # unreadable / truncated / unsupported: the same error for every unit
+    except Exception as e:  # unreadable: the same error for every unit
         err = error_text(e)
         for k in which:
-            yield k, None, err
+            yield k, None, err, k
         return
-    for j, k in enumerate(which):
-        p = pipelines[k]
+    decoded: dict[str, tuple[Any, str, str]] = {}   # decoder -> (array, error, decoder first giving it)
+    for k in which:
+        dec = pipelines[k].decoder
+        if dec in decoded:
+            continue
         try:
-            yield k, p.to_input(rgb if j == len(which) - 1 else rgb.copy(), p.image_rng(data)), ""
-        except Exception as e:
-            yield k, None, error_text(e)
+            rgb = pipelines[k].decode(data)
+        except Exception as e:   # truncated / unsupported for this decoder: its units get the error
+            decoded[dec] = (None, error_text(e), dec)
+            continue
+        same = next((d for d, (a, _, first) in decoded.items() if first == d and _same_array(a, rgb)), dec)
+        decoded[dec] = (decoded[same][0] if same != dec else rgb, "", same)
+    work: dict[tuple[str, int], int] = {}   # (decoded array, stages after the decoder) -> first k
+    for k in which:
+        _, err, canon = decoded[pipelines[k].decoder]
+        if not err:
+            work.setdefault((canon, after[k]), k)
+    uses: dict[str, int] = {}
+    for canon, _ in work:
+        uses[canon] = uses.get(canon, 0) + 1
+    done: dict[tuple[str, int], tuple[np.ndarray | None, str]] = {}
+    for k in which:
+        rgb, err, canon = decoded[pipelines[k].decoder]
+        if err:
+            yield k, None, err, k
+            continue
+        key = (canon, after[k])
+        if key not in done:
+            uses[canon] -= 1   # the last use of an array gets the array itself, the others a copy
+            p = pipelines[k]
+            try:
+                done[key] = (p.to_input(rgb if uses[canon] == 0 else rgb.copy(), p.image_rng(data)), "")
+            except Exception as e:
+                done[key] = (None, error_text(e))
+        x, why = done[key]
+        yield k, x, why, work[key]
 
 
 #: in a worker process: the pipelines, samples and the shared buffer (set by the initializer)
 _G: dict = {}
 
 
-def _init_group_worker(pipelines, samples, buf, shape) -> None:
+def _init_group_worker(pipelines, after, samples, bufs, shape) -> None:
     init_forked_worker()
-    _G.update(pipelines=pipelines, samples=samples, buf=np.frombuffer(buf, dtype=np.float32).reshape(shape))
+    _G.update(pipelines=pipelines, after=after, samples=samples,
+              bufs=[np.frombuffer(b, dtype=np.float32).reshape(shape) for b in bufs])
 
 
-def _group_fill(task: list[tuple[int, int, list[int]]]) -> list[tuple[int, int, int, np.ndarray | None, str]]:
-    """``(slot, sample number, pipelines)`` -> ``(k, slot, n, x, err)``, ``x`` None when the input is
-    in the shared buffer at ``[k, slot]``."""
-    pipelines, samples, buf = _G["pipelines"], _G["samples"], _G["buf"]
-    out: list[tuple[int, int, int, np.ndarray | None, str]] = []
+#: what a worker hands back per input: (k, slot, sample number, x or None, error, src)
+_Filled = tuple[int, int, int, "np.ndarray | None", str, int]
+
+
+def _group_fill(b: int, task: list[tuple[int, int, list[int]]]) -> list[_Filled]:
+    """Into shared buffer ``b``: ``(slot, sample number, pipelines)`` -> ``(k, slot, n, x, err, src)``,
+    ``x`` None when the input is in the buffer at ``[src, slot]`` (``src`` = ``k``, or the class
+    whose input it shares)."""
+    pipelines, after, samples, buf = _G["pipelines"], _G["after"], _G["samples"], _G["bufs"][b]
+    out: list[_Filled] = []
     for slot, n, which in task:
-        for k, x, err in preprocess_shared(pipelines, samples[n], which):
-            if x is not None and x.shape == buf.shape[2:] and x.dtype == buf.dtype:
+        stored: set[int] = set()
+        for k, x, err, first in preprocess_shared(pipelines, samples[n], which, after):
+            if first in stored:
+                out.append((k, slot, n, None, err, first))
+            elif x is not None and x.shape == buf.shape[2:] and x.dtype == buf.dtype:
                 buf[k, slot] = x
-                out.append((k, slot, n, None, err))
+                stored.add(k)
+                out.append((k, slot, n, None, err, k))
             else:
-                out.append((k, slot, n, x, err))
+                out.append((k, slot, n, x, err, k))
     return out
 
 
 class _Preprocess:
-    """A shard ``[(sample number, pipelines)]`` -> ``[(k, sample number, x, err)]``, in shard order;
-    in this process, or in forked workers writing into a shared ``(pipelines, batch, 3, S, S)`` buffer."""
+    """A shard ``[(sample number, pipelines)]`` -> ``[(k, sample number, x, err)]``, in shard order
+    (:meth:`submit`, then :meth:`result`); in this process, or in forked workers writing into a
+    shared ``(pipelines, batch, 3, S, S)`` buffer (two with ``overlap``, used in turn)."""
 
-    def __init__(self, pipelines: list[Pipeline], samples: list[Sample], batch_size: int, workers: int):
+    def __init__(self, pipelines: list[Pipeline], samples: list[Sample], batch_size: int, workers: int, *,
+                 overlap: bool = False):
         self.pipelines, self.samples = pipelines, samples
+        self.after = after_decoder(pipelines)
         self.workers = min(workers, batch_size, len(samples))
         self.pool = None
+        self.overlap = False
         if self.workers <= 0:
             return
         from concurrent.futures import ProcessPoolExecutor
 
+        self.overlap = overlap
         size = pipelines[0].input_size
         shape = (len(pipelines), batch_size, 3, size, size)
-        self.buf = mmap.mmap(-1, 4 * int(np.prod(shape)))   # MAP_SHARED | MAP_ANONYMOUS: shared with forks
-        self.view = np.frombuffer(self.buf, dtype=np.float32).reshape(shape)
+        # MAP_SHARED | MAP_ANONYMOUS: shared with the forks
+        self.bufs = [mmap.mmap(-1, 4 * int(np.prod(shape))) for _ in range(2 if overlap else 1)]
+        self.views = [np.frombuffer(b, dtype=np.float32).reshape(shape) for b in self.bufs]
         self.chunk = max(1, -(-batch_size // (4 * self.workers)))
+        self.turn = 0
         with serial_opencv():
             self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("fork"),
                                             initializer=_init_group_worker,
-                                            initargs=(pipelines, samples, self.buf, shape))
+                                            initargs=(pipelines, self.after, samples, self.bufs, shape))
             self.pool.submit(int).result()   # fork every worker now, inside the block
 
-    def __call__(self, shard: list[tuple[int, list[int]]]):
+    def submit(self, shard: list[tuple[int, list[int]]]):
+        """Start preprocessing ``shard`` (in this process: done at :meth:`result`)."""
         if self.pool is None:
-            return [(k, n, x, err) for n, which in shard
-                    for k, x, err in preprocess_shared(self.pipelines, self.samples[n], which)]
+            return shard
+        b, self.turn = self.turn, (self.turn + 1) % len(self.bufs)
         task = [(slot, n, which) for slot, (n, which) in enumerate(shard)]
-        out = []
-        for part in self.pool.map(_group_fill, [task[i:i + self.chunk] for i in range(0, len(task), self.chunk)]):
-            for k, slot, n, x, err in part:
-                out.append((k, n, self.view[k, slot] if x is None and not err else x, err))
-        return out
+        parts = [task[i:i + self.chunk] for i in range(0, len(task), self.chunk)]
+        return b, self.pool.map(_group_fill, [b] * len(parts), parts)   # map submits every task now
+
+    def result(self, pending) -> list[tuple[int, int, np.ndarray | None, str]]:
+        if self.pool is None:
+            return [(k, n, x, err) for n, which in pending
+                    for k, x, err, _ in preprocess_shared(self.pipelines, self.samples[n], which, self.after)]
+        b, parts = pending
+        return [(k, n, self.views[b][src, slot] if x is None and not err else x, err)
+                for part in parts for k, slot, n, x, err, src in part]
 
     def close(self) -> None:
         if self.pool is None:
             return
         self.pool.shutdown(wait=True, cancel_futures=True)
-        del self.view
-        try:
-            self.buf.close()
-        except BufferError:   # an array of the last batch is still referenced: freed with it
-            pass
+        del self.views
+        for b in self.bufs:
+            try:
+                b.close()
+            except BufferError:   # an array of the last batch is still referenced: freed with it
+                pass
