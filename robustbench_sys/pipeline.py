@@ -43,8 +43,13 @@ class Pipeline(Preprocess):
 
     @classmethod
     def from_spec(cls, spec: dict | str) -> Pipeline:
-        """The pipeline of a stored spec (:meth:`spec` or its JSON); the inverse of :meth:`spec`."""
+        """The pipeline of a stored spec (:meth:`spec` or its JSON); the inverse of :meth:`spec`
+        (a released part's spec gives its :class:`~robustbench_sys.released.ReleasedPipeline`)."""
         d = json.loads(spec) if isinstance(spec, str) else dict(spec)
+        if cls is Pipeline and d.get("released"):
+            from robustbench_sys.released import ReleasedPipeline
+
+            return ReleasedPipeline.from_spec(d)
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in fields})
 

@@ -123,6 +123,29 @@ def test_unit_lock_blocks_the_same_unit_only(tmp_path):
     assert free.returncode == 0
 
 
+def test_shared_unit_lock_admits_shards_and_excludes_a_whole_unit_writer(tmp_path):
+    """A shard's shared hold lets another process's shard hold the unit too, never an exclusive
+    (whole-unit) writer; an exclusive hold excludes shards."""
+    store = ResultsStore(tmp_path)
+    probe = textwrap.dedent("""
+        import fcntl, os, sys
+        fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if sys.argv[2] == "shared" else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            sys.exit(3)
+        """)
+
+    def probe_rc(mode):
+        return subprocess.run([sys.executable, "-c", probe, str(store.lock_path("unit-a")), mode]).returncode
+
+    with store.unit_lock("unit-a", shared=True), store.unit_lock("unit-a.shard-0"):
+        assert (probe_rc("shared"), probe_rc("exclusive")) == (0, 3)
+    with store.unit_lock("unit-a"):
+        assert (probe_rc("shared"), probe_rc("exclusive")) == (3, 3)
+    assert (probe_rc("shared"), probe_rc("exclusive")) == (0, 0)
+
+
 def test_results_verify_cli_reports_then_repairs(stores, tmp_path, capsys):
     from robustbench_sys.cli import main
 

@@ -234,6 +234,18 @@ def test_model_of_another_input_size_needs_a_choice(rel_root, tmp_path):
     df = robustbench_sys.evaluate("tf_efficientnet_lite1", data=str(rel_root), released_input="pad", **kw)
     assert len(df) == 10 and {json.loads(p)["released_input"] for p in df.pipeline} == {"pad"}
     assert all("centre-padded to 240px" in t for t in df.pipeline_text)
+    # the stored spec rebuilds the padded pipeline (the dashboard's image preview of a flipped image)
+    from dashboard.app import rebuild_image
+    from robustbench_sys.results.store import ResultsStore
+
+    assert Pipeline.from_spec(pad.spec_json()) == pad
+    store = ResultsStore(tmp_path / "res")
+    unit = df.unit_id.iloc[0]
+    file = store.read_unit_rows(unit).file.iloc[0]
+    shown = rebuild_image(str(tmp_path / "res"), unit, file)
+    img = np.asarray(Image.open(Path(store.unit_or_empty(unit)["dataset_root"]) / file).convert("RGB"))
+    assert shown.shape == (240, 240, 3) and not shown[:8].any() and not shown[:, -8:].any()
+    np.testing.assert_array_equal(shown[8:232, 8:232], img)
     with pytest.raises(UserError, match="--released-input pad: --model mnist_lenet5_standard takes 28px"):
         R.part_pipeline(zoo.get_card("mnist_lenet5_standard"), rel, part, "pad")
 

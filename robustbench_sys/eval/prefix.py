@@ -235,14 +235,19 @@ def run_group(runner, group: list[Unit], calib: Calibration, models: dict, *, fi
     """Run the pending images of a group's units; returns ``{unit id: skip reason}`` for units
     that do not apply.  Holds every unit's store lock (taken in id order) throughout.
 
-    ``files``: only those images (one image shard of the group, named ``shard``: the locks taken
-    are then ``<unit id>.<shard>``, so shards of one group run at once on several Dask workers,
-    :func:`robustbench_sys.eval.executors.run_dask`)."""
+    ``files``: only those images (one image shard of the group, named ``shard``: each unit's lock
+    is then held shared, and ``<unit id>.<shard>`` exclusively, so shards of one group run at
+    once on several Dask workers, :func:`robustbench_sys.eval.executors.run_dask`, while a
+    whole-unit writer excludes them all)."""
     store = runner.store
     reasons: dict[str, str] = {}
     with ExitStack() as locks:
         for u in sorted(group, key=lambda u: u.id):
-            locks.enter_context(store.unit_lock(u.id if shard is None else f"{u.id}.{shard}"))
+            if shard is None:
+                locks.enter_context(store.unit_lock(u.id))
+            else:   # other shards of the unit may run at once; a whole-unit writer may not
+                locks.enter_context(store.unit_lock(u.id, shared=True))
+                locks.enter_context(store.unit_lock(f"{u.id}.{shard}"))
         first: dict[str, Unit] = {}
         for u in group:   # one unit per id (two conditions may share a pipeline)
             first.setdefault(u.id, u)

@@ -133,12 +133,18 @@ class ResultsStore:
         return self._dir("locks") / f"{unit_id}.lock"
 
     @contextmanager
-    def unit_lock(self, unit_id: str) -> Iterator[None]:
+    def unit_lock(self, unit_id: str, *, shared: bool = False) -> Iterator[None]:
         """Hold the unit's exclusive lock (``flock`` on ``locks/<unit_id>.lock``): another process
         (or thread) asking for the same unit waits until it is released.  Re-entrant within one
-        thread.  Lock files are never deleted (deleting one would let two holders lock two
-        different files)."""
+        thread (in the mode of the outermost hold).  Lock files are never deleted (deleting one
+        would let two holders lock two different files).
+
+        ``shared``: a shared hold (``LOCK_SH``), taken by the image shards of a unit that Dask
+        workers write at once (each shard also holds its own exclusive ``<unit_id>.<shard>``
+        lock); an exclusive holder (a whole-unit run, compaction, summarising, repair) waits
+        for every shard, and shards wait for it."""
         path = self.lock_path(unit_id)
+        mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) if fcntl is not None else 0
         with _HELD_GUARD:
             entry = _HELD.setdefault(str(path), [threading.RLock(), None, 0])
         with entry[0]:
@@ -146,10 +152,10 @@ class ResultsStore:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
                 try:
                     try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        fcntl.flock(fd, mode | fcntl.LOCK_NB)
                     except BlockingIOError:
                         log.info("unit %s: another process is writing it; waiting for its lock", unit_id)
-                        fcntl.flock(fd, fcntl.LOCK_EX)
+                        fcntl.flock(fd, mode)
                 except BaseException:
                     os.close(fd)
                     raise
