@@ -94,3 +94,28 @@ def test_estimate_charges_shared_preprocessing_once(monkeypatch):
     monkeypatch.setenv("ROBUSTBENCH_SYS_SHARED_PREFIX", "0")
     per_unit = 3.0 + (10 + 10 + 6 + 8) * 0.05 + 10 * 0.07 + forward + 4 * (0.05 + 0.1)
     assert plan.estimate_local() == pytest.approx(per_unit) and per_unit > shared
+
+
+def test_estimate_charges_each_decoder_once_and_equal_decodings_once(monkeypatch):
+    """Worked example: 2 decoders x 2 resizes.  Shared prefix: each decoder is charged once per
+    image, the stages after it once per (distinct decoded array, stages): d2 gave the calibration
+    images d1's arrays, so its resizes cost nothing more; without that, once per pipeline."""
+    from robustbench_sys.eval.estimate import Calibration, PlannedUnit, RunPlan
+
+    def pu(dec, res, left=10):
+        return PlannedUnit("a", f"{dec}+{res}", f"{dec}-{res}", "new", 10, left, dec, f"{dec}>{res}",
+                           after_decoder=f">{res}")
+
+    units = [pu("d1", "r1"), pu("d1", "r2"), pu("d2", "r1"), pu("d2", "r2", left=6)]
+    cal = Calibration(images=4, batch_size=4, torch_threads=1, cores=2, forward={"a": 0.1}, load={"a": 1.0},
+                      preprocess={"d1>r1": 0.05, "d1>r2": 0.06, "d2>r1": 0.06, "d2>r2": 0.07},
+                      decode={"d1": 0.02, "d2": 0.03}, same_decode={"d1": "d1", "d2": "d1"})
+    plan = RunPlan("out", "d", 10, 4, 1, None, units, [], [], cal)
+    monkeypatch.setenv("ROBUSTBENCH_SYS_SHARED_PREFIX", "1")
+    forward = 36 * 0.1
+    assert plan.estimate_local() == pytest.approx(1.0 + 10 * (0.02 + 0.03) + 10 * 0.03 + 10 * 0.04 + forward)
+    cal.same_decode = {"d1": "d1", "d2": "d2"}
+    assert plan.estimate_local() == pytest.approx(1.0 + 10 * (0.02 + 0.03) + 10 * (0.03 + 0.04)
+                                                  + 10 * 0.03 + 6 * 0.04 + forward)
+    monkeypatch.setenv("ROBUSTBENCH_SYS_SHARED_PREFIX", "0")
+    assert plan.estimate_local() == pytest.approx(1.0 + 10 * (0.05 + 0.06 + 0.06) + 6 * 0.07 + forward)

@@ -72,6 +72,8 @@ class PlannedUnit:
     image_prefix: str
     attack: bool = False
     unit: Unit | None = field(default=None, repr=False)
+    #: the image-side pipeline less the decoder (the stages after it), as a short text
+    after_decoder: str = ""
 
 
 @dataclass
@@ -85,6 +87,9 @@ class Calibration:
     forward: dict[str, float] = field(default_factory=dict)     # model -> s / image at batch_size
     load: dict[str, float] = field(default_factory=dict)        # model -> s to load it
     preprocess: dict[str, float] = field(default_factory=dict)  # image prefix -> s / image, one process
+    decode: dict[str, float] = field(default_factory=dict)      # decoder -> s / image (part of preprocess)
+    same_decode: dict[str, str] = field(default_factory=dict)   # decoder -> the first one that gave every
+    #                                                             calibration image the same array
     seconds: float = 0.0                                        # the calibration itself
     notes: list[str] = field(default_factory=list)
 
@@ -124,8 +129,9 @@ class RunPlan:
         shared-prefix execution (:mod:`robustbench_sys.eval.prefix`, on unless
         ``ROBUSTBENCH_SYS_SHARED_PREFIX=0``) an image is preprocessed once per image-side pipeline
         for all the (non-attack) units and models that share it, so that work is charged once (for
-        the most images any of them has left); decoding shared across different image-side
-        pipelines is not credited (the estimate leans high there)."""
+        the most images any of them has left), split into the decoding (charged once per decoder)
+        and the stages after it (charged once per distinct decoded array and later stages: once
+        for decoders that gave every calibration image the same array)."""
         from robustbench_sys.eval import prefix
 
         c = self.calibration
@@ -135,11 +141,18 @@ class RunPlan:
         load = sum(c.load.get(m, 0.0) for m in models)
         if not prefix.enabled():
             return load + sum(self.unit_seconds(u, parallel_pre=par) for u in pending)
-        shared: dict[str, int] = {}
+        decoded: dict[str, int] = {}                           # decoder -> images
+        after: dict[tuple[str, str], tuple[int, float]] = {}   # (decoded array, later stages) -> (images, s)
         for u in pending:
-            if not u.attack:
-                shared[u.image_prefix] = max(shared.get(u.image_prefix, 0), u.images_left)
-        pre = sum(n * c.preprocess.get(k, 0.0) for k, n in shared.items()) / par
+            if u.attack:
+                continue
+            decoded[u.decoder] = max(decoded.get(u.decoder, 0), u.images_left)
+            key = (c.same_decode.get(u.decoder, u.decoder), u.after_decoder or u.image_prefix)
+            cost = max(0.0, c.preprocess.get(u.image_prefix, 0.0) - c.decode.get(u.decoder, 0.0))
+            n, s = after.get(key, (0, 0.0))
+            after[key] = (max(n, u.images_left), max(s, cost))
+        pre = (sum(n * c.decode.get(d, 0.0) for d, n in decoded.items())
+               + sum(n * s for n, s in after.values())) / par
         attacks = sum(self.unit_seconds(u, parallel_pre=par) for u in pending if u.attack)
         forward = sum(u.images_left * c.forward.get(u.model, 0.0) for u in pending if not u.attack)
         return load + pre + attacks + forward
@@ -220,11 +233,17 @@ class RunPlan:
         lines.append("  assumes: every image costs what the calibration images cost; model-side conditions "
                      "(precision / backend / graph / device) forward as fast as the fp32 reference; attacks "
                      "cost one forward per image (their steps are not counted); the lockstep preprocessing "
-                     "workers split preprocessing evenly (one per core at most); an image is preprocessed "
-                     "once per image-side pipeline for all units and models sharing it (shared prefix; "
-                     "per unit with ROBUSTBENCH_SYS_SHARED_PREFIX=0); the deploy-speed timing "
+                     "workers split preprocessing evenly (one per core at most); an image is decoded once "
+                     "per decoder and preprocessed once per image-side pipeline for all units and models "
+                     "sharing it, and once for decoders that gave the calibration images the same arrays "
+                     "(shared prefix; per unit with ROBUSTBENCH_SYS_SHARED_PREFIX=0); the deploy-speed timing "
                      "(50 batch-1 runs per timed unit), quantisation calibration and summaries are not "
                      "counted; the machine is not busier than during the calibration")
+        same: dict[str, list[str]] = {}
+        for d, first in c.same_decode.items():
+            same.setdefault(first, []).append(d)
+        lines += [f"  decoders that gave the calibration image(s) the same arrays (their later stages "
+                  f"charged once): {' = '.join(ds)}" for ds in same.values() if len(ds) > 1]
         lines += [f"  note: {n}" for n in c.notes]
         return "\n".join(lines)
 
@@ -259,6 +278,13 @@ def dask_workers(scheduler, cores: int) -> tuple[int | None, int]:
     return None, 1
 
 
+def _same_arrays(xs: list, ys: list) -> bool:
+    import numpy as np
+
+    return len(xs) == len(ys) and all(isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
+                                      and a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(xs, ys))
+
+
 def _short(prefix: str, width: int = 110) -> str:
     return prefix if len(prefix) <= width else prefix[:width - 3] + "..."
 
@@ -290,7 +316,8 @@ def build_plan(out, plans: list[list[Unit]], skips: list[Skip], dataset, *, batc
         for u in units:
             status, left = plan_status(store, u)
             planned.append(PlannedUnit(u.card.name, u.condition.name, u.id, status, len(u.dataset), left,
-                                       u.pipeline.decoder, image_prefix(u.pipeline), bool(u.condition.attack), u))
+                                       u.pipeline.decoder, image_prefix(u.pipeline), bool(u.condition.attack), u,
+                                       image_prefix(u.pipeline.replace(decoder=""))))
     rp = RunPlan(str(store.root), dataset.name, len(dataset), batch_size, workers, scheduler, planned, skips,
                  store.damaged, Calibration(), out_exists=store.root.exists())
     if calibrate:
@@ -333,6 +360,17 @@ def calibrate_machine(plans: list[list[Unit]], dataset, batch_size: int, n: int 
                 c.notes.append(f"calibration image failed in {pipe.describe()}: {type(e).__name__}")
             k += 1
         c.preprocess[key] = (time.perf_counter() - start) / max(1, k)
+    arrays: dict[str, list] = {}   # decoder -> its calibration images' arrays
+    for pipe in {p.decoder: p for p in pipes.values()}.values():
+        start = time.perf_counter()
+        try:
+            got = [pipe.decode(b) for b in blobs[:per]]
+        except Exception:   # its units' preprocessing is charged whole
+            continue
+        c.decode[pipe.decoder] = (time.perf_counter() - start) / max(1, len(got))
+        c.same_decode[pipe.decoder] = next((d for d, xs in arrays.items() if _same_arrays(xs, got)), pipe.decoder)
+        if c.same_decode[pipe.decoder] == pipe.decoder:
+            arrays[pipe.decoder] = got
     for units in plans:
         ref = units[0]
         start = time.perf_counter()
