@@ -1,5 +1,6 @@
-"""Dask work split finer than one unit per task: a unit above the shard size runs as image
-shards, one task each, with exactly the rows and summaries of a run in one process."""
+"""Dask work split finer than one unit per task: a unit above the shard size, or a shared-prefix
+group of image-side units, runs as image shards, one task each, with exactly the rows and
+summaries of a run in one process."""
 
 import json
 import logging
@@ -86,3 +87,57 @@ def test_bad_shard_size_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=f"^{SHARD_ENV}=many: give the images per Dask task"):
         robustbench_sys.evaluate("mobilenet_v2", ["clean"], "foolbox-demo", tmp_path, limit=2, progress=False,
                                  scheduler="local:1")
+
+
+def test_group_shards_equal_one_process(imagenet_sample, suite_file, tmp_path, caplog, monkeypatch):
+    """A shared-prefix group (two resizes of one decoder) on local:2 runs as image shards of the
+    whole group, each unit summarised once after the group's last shard, rows as in one process."""
+    from robustbench_sys.eval.runner import Runner
+
+    suites = ["clean", suite_file]
+    kw = dict(limit=2 * 4, progress=False, batch_size=2, speed=False)   # 2 shards x 2 batches of 2
+    local = robustbench_sys.evaluate("mobilenet_v2", suites, imagenet_sample, tmp_path / "local", workers=0, **kw)
+    summarised: list[str] = []
+    plain = Runner.summarise
+
+    def counted(self, unit, ref):
+        summarised.append(unit.id)
+        plain(self, unit, ref)
+
+    monkeypatch.setattr(Runner, "summarise", counted)
+    monkeypatch.delenv(SHARD_ENV, raising=False)   # auto: a wave of one group gets one shard per worker
+    with caplog.at_level(logging.INFO, logger="robustbench_sys"):
+        dask = robustbench_sys.evaluate("mobilenet_v2", suites, imagenet_sample, tmp_path / "dask",
+                                        scheduler="local:2", **kw)
+    pat = r"/ (\S+) \(group of (\d+)\) (shard-\d+): ran on Dask worker pid (\d+)$"
+    ran = [m.groups() for m in (re.search(pat, r.getMessage()) for r in caplog.records) if m]
+    resizes = sorted(c for c in dask.condition if c != "clean")
+    assert len(resizes) == 2
+    # every unit of the group in each of the two shards, the shards run by worker processes
+    assert sorted((c, n, s) for c, n, s, _ in ran) == sorted((c, "2", s) for c in resizes
+                                                             for s in ("shard-0", "shard-4"))
+    pids = {int(p) for _, _, _, p in ran}
+    assert os.getpid() not in pids and len(pids) <= 2
+    assert sorted(summarised) == sorted(dask.unit_id)   # each unit summarised exactly once
+
+    a, b = _rows(tmp_path / "local"), _rows(tmp_path / "dask")
+    assert len(a) == len(b) == 3 * 8 and not b.duplicated(["unit_id", "file"]).any()
+    for col in ("unit_id", "condition", "file", "pred", "correct", "status"):
+        assert a[col].tolist() == b[col].tolist(), col
+    assert [list(x) for x in a.top5] == [list(x) for x in b.top5]
+    np.testing.assert_allclose(np.stack(a.top5_prob.to_numpy()), np.stack(b.top5_prob.to_numpy()), rtol=1e-5,
+                               atol=1e-6)
+    la, lb = local.set_index("condition").sort_index(), dask.set_index("condition").sort_index()
+    for col in ("top1", "top5", "delta_acc", "delta_ci_low", "delta_ci_high", "mcnemar_p", "flip_rate", "n_images"):
+        np.testing.assert_allclose(la[col].to_numpy(dtype=float), lb[col].to_numpy(dtype=float), err_msg=col)
+    assert all(len(json.loads(r)) == 1 for r in dask.run_ids)   # one run id across the group's shards
+
+    # resume: nothing runs or is summarised again, same rows
+    caplog.clear()
+    summarised.clear()
+    with caplog.at_level(logging.INFO, logger="robustbench_sys"):
+        again = robustbench_sys.evaluate("mobilenet_v2", suites, imagenet_sample, tmp_path / "dask",
+                                         scheduler="local:2", **kw)
+    assert not [r for r in caplog.records if "ran on Dask worker" in r.getMessage()]
+    assert summarised == []
+    assert sorted(again.unit_id) == sorted(dask.unit_id) and _rows(tmp_path / "dask").equals(b)

@@ -94,9 +94,10 @@ def _worker_unit(out: str, unit, batch_size: int, calibration, plan: ThreadPlan 
 def _worker_shard(out: str, unit, shard: Shard, batch_size: int, calibration, plan: ThreadPlan | None,
                   run_id: str) -> dict:
     """Runs on a Dask worker: the pending images of one shard of an image-side unit, in the
-    batches a one-process run gives them, each batch its own parquet part.  Holds the shard's
-    store lock (``<unit id>.<shard name>``): another task on the same shard waits, then finds
-    its images stored and runs nothing."""
+    batches a one-process run gives them, each batch its own parquet part.  Holds the unit's
+    store lock shared and the shard's (``<unit id>.<shard name>``) exclusively: another task on
+    the same shard waits, then finds its images stored and runs nothing; a whole-unit writer
+    (another client's one-process run) and the shards never write the unit at once."""
     from robustbench_sys.devices import reference_flags
     from robustbench_sys.eval.loop import Classify, run_unit
     from robustbench_sys.noises import NotApplicable
@@ -105,7 +106,9 @@ def _worker_shard(out: str, unit, shard: Shard, batch_size: int, calibration, pl
         runner = Runner(out, batch_size=batch_size, workers=in_force["workers"], progress=False)
         runner.run_id = run_id   # the client's: one run id for all the unit's rows
         store, reason = runner.store, None
-        with store.unit_lock(f"{unit.id}.{shard.name}"):
+        # the unit held shared (its other shards may run at once, a whole-unit writer may not),
+        # the shard exclusively
+        with store.unit_lock(unit.id, shared=True), store.unit_lock(f"{unit.id}.{shard.name}"):
             files = set(shard.files) - store.done_files(unit.id)
             if files:
                 model = runner.model(unit, _WORKER_MODELS)
@@ -123,19 +126,32 @@ def _worker_shard(out: str, unit, shard: Shard, batch_size: int, calibration, pl
             "shard": shard.name}
 
 
-def _worker_group(out: str, units: list, batch_size: int, calibration, plan: ThreadPlan | None, run_id: str) -> dict:
+def _worker_group(out: str, units: list, batch_size: int, calibration, plan: ThreadPlan | None, run_id: str,
+                  shard: Shard | None = None) -> dict:
     """Runs on a Dask worker: units that share an image-side prefix as one group
     (:func:`robustbench_sys.eval.prefix.run_group`: each image read and decoded once for all of
-    them, every unit's rows those of the per-unit loop)."""
+    them, every unit's rows those of the per-unit loop), under the client's run id.
+
+    ``shard``: only the group's images of that shard (every unit of the group), holding each
+    unit's lock shared and the shard's (``<unit id>.<shard name>``) exclusively, so the shards of
+    one group run at once on several workers, each image decoded once by one of them; another
+    task on the same shard waits, then finds its images stored and runs nothing."""
     from robustbench_sys.eval import prefix
 
     with _on_worker(plan) as (messages, in_force):
         runner = Runner(out, batch_size=batch_size, workers=in_force["workers"], progress=False)
         runner.run_id = run_id
-        reasons = prefix.run_group(runner, units, Calibration(calibration, units[0].dataset, batch_size),
-                                   _WORKER_MODELS)
-    return {"unit_ids": [u.id for u in units], "skips": reasons, "log": messages, "worker_pid": os.getpid(),
-            "threads": in_force}
+        calib = Calibration(calibration, units[0].dataset, batch_size)
+        if shard is None:
+            reasons = prefix.run_group(runner, units, calib, _WORKER_MODELS)
+        else:
+            reasons = prefix.run_group(runner, units, calib, _WORKER_MODELS, files=set(shard.files),
+                                       shard=shard.name)
+    res = {"unit_ids": [u.id for u in units], "skips": reasons, "log": messages, "worker_pid": os.getpid(),
+           "threads": in_force}
+    if shard is not None:
+        res["shard"] = shard.name
+    return res
 
 
 # ---------------------------------------------------------------------- shards
@@ -368,10 +384,17 @@ def run_dask(runner, plans: list[list], scheduler, *, calibration, batch_size: i
     summarise them; returns, per model, the units that have a summary (as the local run).
 
     Units that share an image-side prefix (:mod:`robustbench_sys.eval.prefix`) run as groups, each
-    image decoded once per group, a group cut into one part per worker.  Any other unit is one
-    task, or, when it is large (:data:`SHARD_ENV`; unset: when a wave has fewer tasks than the
-    cluster has workers, e.g. the references' wave), one task per shard of its images
-    (:func:`plan_shards`), summarised once all its shards are done."""
+    image decoded once per group.  A group whose units are all :func:`shardable` is split by
+    images: one task per image shard of the whole group (every unit, the shard's images; shards
+    as for a single unit, :func:`plan_shards` of its first unit), or one task for the whole group
+    when it fits one shard; its units are summarised once the group's last shard is done.  Any
+    other group (a model-side stage, an attack or a speed measurement in it), and every group
+    when ``SHARD_ENV=0``, is cut by units into one part per worker.  Any other unit is one task,
+    or, when it is large, one task per shard of its images, summarised once all its shards are
+    done.  Shard size: :data:`SHARD_ENV` images when set, else (unset) a group is spread over
+    every worker (one shard each: no image is decoded twice, and groups of unequal size even
+    out), and a single unit is split only when a wave has fewer tasks than the cluster has
+    workers (e.g. the references' wave)."""
     from distributed import as_completed
 
     store = runner.store
@@ -391,46 +414,64 @@ def run_dask(runner, plans: list[list], scheduler, *, calibration, batch_size: i
             done = store.done_files(u.id)
             return [s for s in u.dataset.samples if s.file not in done]
 
-        def shards_of(units, tasks: int) -> dict[str, list[Shard] | None]:
-            left = {u.id: len(unit_pending(u)) for u in units}
-            if fixed is not None:
-                size = fixed
-            else:   # enough tasks for every worker, in whole batches
-                per = -(-n_workers // max(1, tasks))
-                size = 0 if per <= 1 else max(1, -(-max(left.values(), default=0) // per))
-            return {u.id: plan_shards(u, left[u.id], batch_size, size) for u in units}
+        def shards_of(items: list[list], tasks: int | None) -> list[list[Shard] | None]:
+            """Per item (a unit, or a shared-prefix group: a list of units of one data set), its
+            image shards or None (one task).  Unless :data:`SHARD_ENV` fixes the size, in whole
+            batches: ``tasks`` (the wave's other tasks and these items, before any split) enough
+            for every worker, one size for all items; None: each item split over every worker."""
+            left = [max(len(unit_pending(u)) for u in it) for it in items]
 
-        def groups_of(units) -> list[list]:
-            """Shared-prefix groups (eval.prefix), each cut into one part per worker (round robin)."""
-            from robustbench_sys.eval import prefix
+            def size(n: int) -> int:
+                if fixed is not None:
+                    return fixed
+                per = n_workers if tasks is None else -(-n_workers // max(1, tasks))
+                return 0 if per <= 1 else max(1, -(-(n if tasks is None else max(left)) // per))
 
-            parts = []
-            for g in prefix.plan_groups(runner, units):
-                k = max(1, min(n_workers, len(g) // 2))   # parts of two units or more
-                parts += [g[i::k] for i in range(k)]
-            return parts
+            return [plan_shards(it[0], n, batch_size, size(n)) if all(shardable(u) for u in it) else None
+                    for it, n in zip(items, left)]
+
+        def cut(g: list) -> list[list]:
+            """A group cut into one part per worker (round robin; parts of two units or more)."""
+            k = max(1, min(n_workers, len(g) // 2))
+            return [g[i::k] for i in range(k)]
 
         def done(unit, res) -> None:
             with recording({"process": res["threads"], "client": applied()}):
                 summarise(unit)   # its provenance records the thread plan of the worker that ran it
 
         def run(units) -> None:
+            from robustbench_sys.eval import prefix
+
             pending = [u for u in units if runner.pending(u)]
             for u in units:
                 if u not in pending:      # rows complete (an earlier run), summary missing
                     summarise(u)
-            groups = groups_of(pending)
+            groups = prefix.plan_groups(runner, pending)
             grouped = {u.id for g in groups for u in g}
             rest = [u for u in pending if u.id not in grouped]
-            shards = shards_of(rest, len(groups) + len(rest))
-            futures, open_shards = {}, {}
-            for g in groups:
+            # a group of image-side units is split by images (each image still decoded once, by
+            # one worker; so, unless SHARD_ENV fixes the size, every such group is spread over all
+            # workers, which also evens out groups of unequal size), unless shards are off
+            # (SHARD_ENV=0); any other group by units
+            by_images = [g for g in groups if fixed != 0 and all(shardable(u) for u in g)]
+            by_units = [part for g in groups if not any(g is h for h in by_images) for part in cut(g)]
+            group_shards = shards_of(by_images, None)
+            tasks = sum(len(p) if p else 1 for p in group_shards) + len(by_units) + len(rest)
+            unit_shards = shards_of([[u] for u in rest], tasks)
+            futures: dict = {}
+            open_shards: dict[str, int] = {}   # unit id (a unit) or first unit id (a group): shards left
+            for g, parts in [*zip(by_images, group_shards), *((g, None) for g in by_units)]:
                 key = f"robustbench-sys-{g[0].card.name}-group-{g[0].id}-{runner.run_id}"
-                futures[client.submit(_worker_group, out, g, batch_size, calibration, plan, runner.run_id,
-                                      pure=False, key=key)] = g
-            for u in rest:
+                if parts is None:
+                    futures[client.submit(_worker_group, out, g, batch_size, calibration, plan, runner.run_id,
+                                          pure=False, key=key)] = g
+                    continue
+                open_shards[g[0].id] = len(parts)
+                for sh in parts:
+                    futures[client.submit(_worker_group, out, g, batch_size, calibration, plan, runner.run_id, sh,
+                                          pure=False, key=f"{key}-{sh.name}")] = g
+            for u, parts in zip(rest, unit_shards):
                 key = f"robustbench-sys-{u.card.name}-{u.id}-{runner.run_id}"
-                parts = shards[u.id]
                 if parts is None:
                     futures[client.submit(_worker_unit, out, u, batch_size, calibration, plan, pure=False,
                                           key=key)] = u
@@ -444,18 +485,23 @@ def run_dask(runner, plans: list[list], scheduler, *, calibration, batch_size: i
                 res = fut.result()     # a failed task raises here, after the finished units were summarised
                 for line in res["log"]:
                     log.info("%s", line)
-                if isinstance(what, list):   # a group
+                where = f" {res['shard']}" if "shard" in res else ""
+                if isinstance(what, list):   # a group (or one shard of it)
                     for unit in what:
-                        log.info("  %s / %s (group of %d): ran on Dask worker pid %d", unit.card.name,
-                                 unit.condition.name, len(what), res["worker_pid"])
-                        if unit.id in res["skips"]:
+                        log.info("  %s / %s (group of %d)%s: ran on Dask worker pid %d", unit.card.name,
+                                 unit.condition.name, len(what), where, res["worker_pid"])
+                        if unit.id in res["skips"] and unit.id not in skipped:
                             runner.skip(Skip(unit.card.name, unit.condition.name, res["skips"][unit.id]))
                             skipped.add(unit.id)
-                        else:
+                    if what[0].id in open_shards:
+                        open_shards[what[0].id] -= 1
+                        if open_shards[what[0].id]:
+                            continue   # its units summarised after the group's last shard
+                    for unit in what:
+                        if unit.id not in skipped:
                             done(unit, res)
                     continue
                 unit = what
-                where = f" {res['shard']}" if "shard" in res else ""
                 log.info("  %s / %s%s: ran on Dask worker pid %d", unit.card.name, unit.condition.name, where,
                          res["worker_pid"])
                 if res["skip"]:
