@@ -119,3 +119,36 @@ def test_estimate_charges_each_decoder_once_and_equal_decodings_once(monkeypatch
                                                   + 10 * 0.03 + 6 * 0.04 + forward)
     monkeypatch.setenv("ROBUSTBENCH_SYS_SHARED_PREFIX", "0")
     assert plan.estimate_local() == pytest.approx(1.0 + 10 * (0.05 + 0.06 + 0.06) + 6 * 0.07 + forward)
+
+
+def test_dask_estimate_spreads_image_side_units_over_the_workers(imagenet_sample, suite_file, tmp_path, monkeypatch):
+    """Worked example on 2 workers: the two resize units run as image shards over both workers
+    (shared preprocessing and forwards halved, each worker loading the model); the reference
+    (timed for its deploy speed) and a model-side unit (bf16) are assigned whole."""
+    from robustbench_sys import zoo
+    from robustbench_sys.data import load_dataset
+    from robustbench_sys.eval.estimate import Calibration, build_plan
+    from robustbench_sys.eval.plan import plan_units
+    from robustbench_sys.suites import resolve
+
+    monkeypatch.setenv("ROBUSTBENCH_SYS_SHARED_PREFIX", "1")
+    card = zoo.get_card("mobilenet_v2")
+    _, sha = zoo.fetch_weights(card)
+    data = load_dataset(str(imagenet_sample)).limit(8)
+    units, skips = plan_units(card, sha, resolve(["clean", suite_file, "precision"]), data)
+    units = [u for u in units if u.condition.name in ("clean", "resize/cv2-nearest", "resize/pil-bicubic",
+                                                      "precision/bf16")]
+    plan = build_plan(tmp_path / "out", [units], [], data, batch_size=4, workers=2, calibrate=False)
+    by = {u.condition: u for u in plan.units}
+    pre = {by[c].image_prefix: s for c, s in (("clean", 0.010), ("resize/cv2-nearest", 0.012),
+                                              ("resize/pil-bicubic", 0.016))}
+    plan.calibration = Calibration(images=4, batch_size=4, torch_threads=2, cores=2, forward={"mobilenet_v2": 0.05},
+                                   load={"mobilenet_v2": 1.0}, preprocess=pre, decode={"decoder/pil": 0.004},
+                                   same_decode={"decoder/pil": "decoder/pil"})
+    # 2 workers x 1 thread: forwards take 0.05 x 2 = 0.1 s per image
+    clean = 8 * (0.010 + 0.1) + 1.0
+    resizes = (8 * 0.004 + 8 * (0.008 + 0.012) + 2 * 8 * 0.1) / 2 + 1.0   # decoded once, resized twice
+    bf16 = 8 * (0.010 + 0.1) + 1.0
+    wall, busy = plan.estimate_dask(2, 1)
+    assert wall == pytest.approx(clean + resizes + bf16)
+    assert sorted(busy) == pytest.approx(sorted([clean + resizes + bf16, resizes]))

@@ -141,36 +141,54 @@ class RunPlan:
         load = sum(c.load.get(m, 0.0) for m in models)
         if not prefix.enabled():
             return load + sum(self.unit_seconds(u, parallel_pre=par) for u in pending)
+        pre = self.shared_preprocess([u for u in pending if not u.attack]) / par
+        attacks = sum(self.unit_seconds(u, parallel_pre=par) for u in pending if u.attack)
+        forward = sum(u.images_left * c.forward.get(u.model, 0.0) for u in pending if not u.attack)
+        return load + pre + attacks + forward
+
+    def shared_preprocess(self, units: list[PlannedUnit]) -> float:
+        """Seconds (one process) to preprocess the images left of ``units`` with shared-prefix
+        execution: each decoder once per image, the stages after it once per (distinct decoded
+        array, stages) for the most images any unit sharing them has left."""
+        c = self.calibration
         decoded: dict[str, int] = {}                           # decoder -> images
         after: dict[tuple[str, str], tuple[int, float]] = {}   # (decoded array, later stages) -> (images, s)
-        for u in pending:
-            if u.attack:
-                continue
+        for u in units:
             decoded[u.decoder] = max(decoded.get(u.decoder, 0), u.images_left)
             key = (c.same_decode.get(u.decoder, u.decoder), u.after_decoder or u.image_prefix)
             cost = max(0.0, c.preprocess.get(u.image_prefix, 0.0) - c.decode.get(u.decoder, 0.0))
             n, s = after.get(key, (0, 0.0))
             after[key] = (max(n, u.images_left), max(s, cost))
-        pre = (sum(n * c.decode.get(d, 0.0) for d, n in decoded.items())
-               + sum(n * s for n, s in after.values())) / par
-        attacks = sum(self.unit_seconds(u, parallel_pre=par) for u in pending if u.attack)
-        forward = sum(u.images_left * c.forward.get(u.model, 0.0) for u in pending if not u.attack)
-        return load + pre + attacks + forward
+        return sum(n * c.decode.get(d, 0.0) for d, n in decoded.items()) + sum(n * s for n, s in after.values())
 
     def estimate_dask(self, n_workers: int, threads_per_worker: int) -> tuple[float, list[float]]:
         """(wall seconds, busy seconds per worker) on ``n_workers`` Dask workers of
         ``threads_per_worker`` torch threads each, preprocessing in the worker's own process.
         The forward time scales from the calibration's threads as 1/threads (linear; small
         models scale worse, so this leans optimistic for them).  References run first (a phase),
-        then the rest; each phase is assigned longest-first to the least busy worker."""
+        then the rest.  With shared-prefix execution the image-side units (no attack, model-side
+        stage or speed timing) of a phase run as image shards spread over every worker: their
+        shared preprocessing and forwards split evenly, each worker loading each of their models;
+        the other units are assigned whole, longest first, to the least busy worker."""
+        from robustbench_sys.eval import prefix
+        from robustbench_sys.eval.executors import shardable
+
         c = self.calibration
         scale = c.torch_threads / max(1, threads_per_worker)
         busy = [0.0] * n_workers
         wall = 0.0
         pending = self.pending()
         for phase in ([u for u in pending if u.condition == "clean"], [u for u in pending if u.condition != "clean"]):
+            split = [u for u in phase if prefix.enabled() and not u.attack and u.unit is not None
+                     and shardable(u.unit)]
             load = [0.0] * n_workers
-            for u in sorted(phase, key=lambda u: -self.unit_seconds(u, forward_scale=scale)):
+            if split:
+                share = (self.shared_preprocess(split)
+                         + sum(u.images_left * c.forward.get(u.model, 0.0) * scale for u in split)) / n_workers
+                models = sum(c.load.get(m, 0.0) for m in {u.model for u in split})
+                load = [share + models] * n_workers
+            whole = [u for u in phase if not any(u is v for v in split)]
+            for u in sorted(whole, key=lambda u: -self.unit_seconds(u, forward_scale=scale)):
                 i = min(range(n_workers), key=load.__getitem__)
                 load[i] += self.unit_seconds(u, forward_scale=scale) + c.load.get(u.model, 0.0)
             wall += max(load, default=0.0)
@@ -253,13 +271,14 @@ class RunPlan:
         if n is None:
             work = sum(self.unit_seconds(u, forward_scale=c.torch_threads) for u in self.pending())
             return [f"  on Dask ({self.scheduler}): {_hms(work)} of single-thread worker time; divide by the "
-                    "number of workers (units run whole, one per worker at a time; references first)"]
+                    "number of workers (references first)"]
         wall, busy = self.estimate_dask(n, threads)
         return [f"  on Dask ({self.scheduler}: {n} workers x {threads} torch thread(s)): {_hms(wall)} wall; "
                 f"per worker busy {', '.join(_hms(b) for b in busy)}",
                 "  (each worker preprocesses in its own process; the forward time is scaled from "
-                f"{c.torch_threads} to {threads} thread(s) as 1/threads; units are whole tasks, references "
-                "first, longest first to the least busy worker)"]
+                f"{c.torch_threads} to {threads} thread(s) as 1/threads; references first; image-side units "
+                "as image shards over every worker, the others whole, longest first to the least busy worker; "
+                "worker start-up (imports) not counted)"]
 
 
 def dask_workers(scheduler, cores: int) -> tuple[int | None, int]:
