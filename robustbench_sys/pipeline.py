@@ -44,11 +44,9 @@ class Pipeline(Preprocess):
     @classmethod
     def from_spec(cls, spec: dict | str) -> Pipeline:
         """The pipeline of a stored spec (:meth:`spec` or its JSON); the inverse of :meth:`spec`
-        (a released part's spec gives its :class:`~robustbench_sys.released.ReleasedPipeline`)."""
+        (a released part's spec gives its :class:`ReleasedPipeline`)."""
         d = json.loads(spec) if isinstance(spec, str) else dict(spec)
         if cls is Pipeline and d.get("released"):
-            from robustbench_sys.released import ReleasedPipeline
-
             return ReleasedPipeline.from_spec(d)
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in fields})
@@ -191,3 +189,34 @@ def grey(rgb: np.ndarray) -> np.ndarray:
 
 #: the builtin stage values (:attr:`robustbench_sys.noises.stages.Stage.builtin`) that transform the image
 BUILTIN = {"rgb": lambda img: img, "grey": grey}
+
+
+@dataclass(frozen=True)
+class ReleasedPipeline(Pipeline):
+    """The pipeline of one released part: the image is decoded (PIL) and used as released (no
+    resize, no crop), or ``released_input`` adapts it to a model of another input size:
+    ``resize`` (the model's resize method to ``input_size``; ``crop_pct`` 1) or ``pad`` (centred
+    on a black ``input_size`` canvas).  ``released`` / ``released_corrupt`` record which part it
+    reads (``imagenet-c``, ``gaussian_noise-3``); natural tables read them like a ``corrupt`` stage."""
+
+    released: str | None = None
+    released_corrupt: str | None = None
+    released_input: str | None = None
+
+    def describe(self) -> str:
+        how = {None: "as released (no resize, no crop)", "resize": f"resized to {self.input_size}px",
+               "pad": f"centre-padded to {self.input_size}px"}[self.released_input]
+        return f"released:{self.released} {self.released_corrupt} > {how} > " + super().describe()
+
+    def to_crop(self, rgb: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        if self.released_input != "pad":
+            return super().to_crop(rgb, rng)
+        h, w = rgb.shape[:2]
+        c = self.input_size
+        if h > c or w > c:
+            raise ValueError(f"image {w}x{h} larger than the {c}px input it is padded to")
+        img = dataclasses.replace(self, input_size=min(h, w), released_input=None).to_crop(rgb, rng)
+        out = np.zeros((c, c, img.shape[2]), dtype=img.dtype)
+        top, left = (c - h) // 2, (c - w) // 2
+        out[top:top + h, left:left + w] = img
+        return out

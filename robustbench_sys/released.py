@@ -48,12 +48,11 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from robustbench_sys.data import GENERATED_JSON, IMAGE_EXTS, Dataset, Sample, wnid_to_index
 from robustbench_sys.errors import UserError
-from robustbench_sys.pipeline import Pipeline
+from robustbench_sys.pipeline import Pipeline, ReleasedPipeline
 
 log = logging.getLogger("robustbench_sys.eval")
 
@@ -274,37 +273,6 @@ def _inner_part(path: Path) -> tuple[Path, str, int | None] | None:
 
 
 # ---------------------------------------------------------------------- pipeline
-@dataclass(frozen=True)
-class ReleasedPipeline(Pipeline):
-    """The pipeline of one released part: the image is decoded (PIL) and used as released (no
-    resize, no crop), or ``released_input`` adapts it to a model of another input size:
-    ``resize`` (the model's resize method to ``input_size``; ``crop_pct`` 1) or ``pad`` (centred
-    on a black ``input_size`` canvas).  ``released`` / ``released_corrupt`` record which part it
-    reads (``imagenet-c``, ``gaussian_noise-3``); natural tables read them like a ``corrupt`` stage."""
-
-    released: str | None = None
-    released_corrupt: str | None = None
-    released_input: str | None = None
-
-    def describe(self) -> str:
-        how = {None: "as released (no resize, no crop)", "resize": f"resized to {self.input_size}px",
-               "pad": f"centre-padded to {self.input_size}px"}[self.released_input]
-        return f"released:{self.released} {self.released_corrupt} > {how} > " + super().describe()
-
-    def to_crop(self, rgb: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-        if self.released_input != "pad":
-            return super().to_crop(rgb, rng)
-        h, w = rgb.shape[:2]
-        c = self.input_size
-        if h > c or w > c:
-            raise ValueError(f"image {w}x{h} larger than the {c}px input it is padded to")
-        img = dataclasses.replace(self, input_size=min(h, w), released_input=None).to_crop(rgb, rng)
-        out = np.zeros((c, c, img.shape[2]), dtype=img.dtype)
-        top, left = (c - h) // 2, (c - w) // 2
-        out[top:top + h, left:left + w] = img
-        return out
-
-
 def part_pipeline(card, rel: Released, part: Part, released_input: str | None) -> ReleasedPipeline:
     """The pipeline evaluating ``part`` with ``card``; the size choice is checked (one line)."""
     from robustbench_sys.eval.plan import reference_pipeline

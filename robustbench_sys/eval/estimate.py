@@ -171,7 +171,6 @@ class RunPlan:
         shared preprocessing and forwards split evenly, each worker loading each of their models;
         the other units are assigned whole, longest first, to the least busy worker."""
         from robustbench_sys.eval import prefix
-        from robustbench_sys.eval.executors import shardable
 
         c = self.calibration
         scale = c.torch_threads / max(1, threads_per_worker)
@@ -180,7 +179,7 @@ class RunPlan:
         pending = self.pending()
         for phase in ([u for u in pending if u.condition == "clean"], [u for u in pending if u.condition != "clean"]):
             split = [u for u in phase if prefix.enabled() and not u.attack and u.unit is not None
-                     and shardable(u.unit)]
+                     and prefix.shardable(u.unit)]
             load = [0.0] * n_workers
             if split:
                 share = (self.shared_preprocess(split)

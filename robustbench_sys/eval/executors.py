@@ -35,6 +35,7 @@ from robustbench_sys.alloc import tune_allocator
 from robustbench_sys.errors import UserError
 from robustbench_sys.eval.deploy import Calibration, deploy
 from robustbench_sys.eval.plan import Skip
+from robustbench_sys.eval.prefix import shardable
 from robustbench_sys.eval.runner import Runner
 from robustbench_sys.threads import ThreadPlan, applied, apply, owned_cores, plan_threads, recording
 
@@ -184,15 +185,6 @@ def shard_size_env() -> int | None:
     if n < 0:
         raise UserError(f"{SHARD_ENV}={v}: give the images per Dask task (a whole number; 0 = one task per unit)")
     return n
-
-
-def shardable(unit) -> bool:
-    """An image-side unit (no model-side stage, attack or speed measurement): its images can be
-    scored by several tasks at once, each with the same model."""
-    from robustbench_sys.eval.speed import wants_speed
-
-    p = unit.pipeline
-    return not (unit.condition.attack or p.graph or p.deploy or wants_speed(unit))
 
 
 def plan_shards(unit, pending: int, batch_size: int, size: int) -> list[Shard] | None:

@@ -121,6 +121,14 @@ def group_key(unit: Unit) -> tuple | None:
     return (unit.dataset.fingerprint, unit.device, p.input_size, gpu_image_stage(p))
 
 
+def shardable(unit: Unit) -> bool:
+    """An image-side unit (no model-side stage, attack or speed measurement): its images can be
+    scored by several tasks at once, each with the same model (Dask image shards,
+    :func:`robustbench_sys.eval.executors.run_dask`)."""
+    p = unit.pipeline
+    return not (unit.condition.attack or p.graph or p.deploy or wants_speed(unit))
+
+
 def model_bytes(unit: Unit) -> int:
     """The estimated size of one copy of the unit's model: its card's ``params_m`` x 4 bytes."""
     try:
