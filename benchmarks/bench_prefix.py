@@ -132,6 +132,7 @@ def part_a(a) -> None:
     for name, s in best.items():
         print(f"  {name:9s} {s:8.2f} s   {cells / s:8.1f} image-conditions/s")
     print(f"  ratio     x{best['per-unit'] / best['grouped']:.2f}  (per-unit / grouped wall time; goal >= 5)")
+    _stage_bound(pipes, samples[:20])
     check = samples[:a.check]
     d1: dict = {}
     d2: dict = {}
@@ -141,6 +142,45 @@ def part_a(a) -> None:
     print(f"  inputs identical bit for bit on {len(check)} images x {len(pipes)} pairs: {'yes' if same else 'NO'}")
     if not same:
         sys.exit(1)
+
+
+def _stage_bound(pipes, samples) -> None:
+    """The ratio the stage costs allow, measured in this process on ``samples``: per unit every
+    pair decodes and resizes; shared at best each decoder decodes once and each distinct (decoded
+    array, later stages) is computed once (what the grouped loop does)."""
+    import numpy as np
+
+    dec_s: dict[str, float] = {}
+    after_s: list[float] = []
+    distinct = 0.0
+    for s in samples:
+        data = s.path.read_bytes()
+        arrays = {}
+        for d in dict.fromkeys(p.decoder for p in pipes):
+            t = time.perf_counter()
+            arrays[d] = next(p for p in pipes if p.decoder == d).decode(data)
+            dec_s[d] = dec_s.get(d, 0.0) + time.perf_counter() - t
+        canon = {d: next(e for e in arrays if np.array_equal(arrays[e], arrays[d])) for d in arrays}
+        after = prefix.after_decoder(pipes)
+        seen = set()
+        for k, p in enumerate(pipes):
+            t = time.perf_counter()
+            p.to_input(arrays[p.decoder].copy(), p.image_rng(data))
+            dt = time.perf_counter() - t
+            after_s.append(dt)
+            if (canon[p.decoder], after[k]) not in seen:
+                seen.add((canon[p.decoder], after[k]))
+                distinct += dt
+    per_unit = sum(dec_s[p.decoder] for p in pipes) + sum(after_s)
+    decode_once = sum(dec_s.values()) + sum(after_s)
+    shared = sum(dec_s.values()) + distinct
+    n = len(samples)
+    decs = ", ".join(f"{d.split('/')[1]} {1e3 * v / n:.1f}" for d, v in dec_s.items())
+    print(f"  stage costs on {n} images (one process, ms/image): decode {decs}; "
+          f"stages after the decoder {1e3 * sum(after_s) / n:.1f} for all pairs, {1e3 * distinct / n:.1f} for the "
+          f"distinct decoded arrays")
+    print(f"  bound from them: x{per_unit / decode_once:.2f} decoding once per decoder, x{per_unit / shared:.2f} "
+          "also sharing equal decodings (the grouped loop does both)")
 
 
 # ---------------------------------------------------------------------- (b) a whole suite
