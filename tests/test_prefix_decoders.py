@@ -151,6 +151,10 @@ def test_plan_groups_span_decoders_and_cut_at_the_buffer(tmp_path, imagenet_samp
     groups = prefix.plan_groups(runner, units)
     assert all(len({prefix.image_side(u.pipeline) for u in g}) <= 11 for g in groups)
     assert sum(len(g) for g in groups) == len(group) and len(groups) >= len(group) // 11
+    monkeypatch.setenv("ROBUSTBENCH_SYS_OVERLAP", "1")   # two buffers in turn: half the classes
+    groups = prefix.plan_groups(runner, units)
+    assert all(len({prefix.image_side(u.pipeline) for u in g}) <= 5 for g in groups)
+    assert sum(len(g) for g in groups) == len(group) and len(groups) >= len(group) // 5
 
 
 def test_overlapped_groups_store_the_same_rows(tmp_path, imagenet_sample, monkeypatch):

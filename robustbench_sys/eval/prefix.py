@@ -15,7 +15,7 @@ deployed model, each model with its own normalisation.  So the ``imagenet-s`` de
 pairs share the decoding, and the clean, precision, backend and graph units of one model (or
 several models with the same preprocessing) share all of their preprocessing.
 
-**Equal decodings are computed on once.**  The stages after the decoder depend on the decoded
+**Equal decodings are computed once.**  The stages after the decoder depend on the decoded
 array and the per-image seed (derived from the file's bytes) only, not on which decoder gave
 the array.  So when two decoders give an image the *same* array (same shape, dtype and bytes,
 compared exactly, per image: e.g. PIL and OpenCV on one libjpeg-turbo), classes that differ
@@ -30,7 +30,8 @@ batch, and an interrupted group resumes each unit from its own stored images.
 
 Memory stays bounded: the images stream in shards of ``batch_size``; a shard's decoded images
 and, per class, one batch of inputs are held at a time (a ``(classes, batch, 3, S, S)`` float32
-buffer, at most :data:`GROUP_BUFFER_MB` MiB: ``ROBUSTBENCH_SYS_GROUP_BUFFER_MB``), and per unit
+buffer, two when overlapped on a GPU, at most :data:`GROUP_BUFFER_MB` MiB in all:
+``ROBUSTBENCH_SYS_GROUP_BUFFER_MB``), and per unit
 at most one partial batch.  The deployed models of a group are held at once, so a group has at
 most :data:`MAX_GROUP` units of at most :data:`MAX_MODELS` models, and an estimated
 :data:`GROUP_MEMORY_MB` MiB of model parameters (:func:`model_bytes`: the card's ``params_m`` tag x 4 bytes, or
@@ -196,16 +197,17 @@ def plan_groups(runner, units: list[Unit]) -> list[list[Unit]]:
         models: set = set()
         classes: set[Pipeline] = set()
         held = buffered = 0
+        copies = 2 if overlap_for(members[0].device) else 1   # overlapped: two buffers in turn
         for u in members:
             key, cls = (u.card.name, u.weights_sha256), image_side(u.pipeline)
             cost = model_bytes(u) * ((key not in models) + _has_model_side(u))
-            buf = buffer_bytes(u.pipeline, runner.batch_size) * (cls not in classes)
+            buf = copies * buffer_bytes(u.pipeline, runner.batch_size) * (cls not in classes)
             if chunk and (len(chunk) == MAX_GROUP or (key not in models and len(models) == MAX_MODELS)
                           or held + cost > budget or buffered + buf > buffers):
                 groups.append(chunk)
                 chunk, models, classes, held, buffered = [], set(), set(), 0, 0
                 cost = model_bytes(u) * (1 + _has_model_side(u))
-                buf = buffer_bytes(u.pipeline, runner.batch_size)
+                buf = copies * buffer_bytes(u.pipeline, runner.batch_size)
             chunk.append(u)
             models.add(key)
             classes.add(cls)
