@@ -186,3 +186,20 @@ def test_overlapped_groups_store_the_same_rows(tmp_path, imagenet_sample, monkey
     for col in ("unit_id", "file", "pred", "correct", "top5"):
         assert rows["0"][col].astype(str).tolist() == rows["1"][col].astype(str).tolist(), col
     assert np.array_equal(np.stack(rows["0"].top5_prob.to_numpy()), np.stack(rows["1"].top5_prob.to_numpy()))
+
+
+@pytest.mark.parametrize("env,why", [("ROBUSTBENCH_SYS_GROUP_BUFFER_MB", "give a size in MiB (a positive number; "
+                                                                       "unset: 2048)"),
+                                     ("ROBUSTBENCH_SYS_GROUP_MEMORY_MB", "give a size in MiB (a positive number; "
+                                                                       "unset: 4096)"),
+                                     ("ROBUSTBENCH_SYS_SHARED_PREFIX", "give 1 (units share their image-side work) "
+                                                                     "or 0 (every unit on its own)")])
+def test_bad_group_setting_is_one_line(env, why, imagenet_sample, tmp_path, monkeypatch, capsys):
+    from robustbench_sys.cli import main
+
+    monkeypatch.setenv(env, "lots")
+    rc = main(["eval", "--model", "mobilenet_v2", "--suite", "clean,decoder", "--data", str(imagenet_sample),
+               "--limit", "2", "--no-progress", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"robustbench-sys: error: {env}=lots: {why}"

@@ -104,7 +104,15 @@ _MODEL_SIDE = {st.name: None for st in pipeline_stages("model")}
 
 
 def enabled() -> bool:
-    return os.environ.get("ROBUSTBENCH_SYS_SHARED_PREFIX", "1") != "0"
+    """``ROBUSTBENCH_SYS_SHARED_PREFIX``: 1 or unset (group units), 0 (every unit on its own);
+    any other value: one-line :class:`UserError`."""
+    v = os.environ.get("ROBUSTBENCH_SYS_SHARED_PREFIX", "").strip()
+    if v not in ("", "0", "1"):
+        from robustbench_sys.errors import UserError
+
+        raise UserError(f"ROBUSTBENCH_SYS_SHARED_PREFIX={v}: give 1 (units share their image-side work) or 0 "
+                        "(every unit on its own)")
+    return v != "0"
 
 
 def image_side(p: Pipeline) -> Pipeline:
@@ -140,10 +148,19 @@ def model_bytes(unit: Unit) -> int:
 
 
 def _mib(env: str, default: int) -> int:
-    try:
-        return int(float(os.environ.get(env, default)) * 2**20)
-    except ValueError:
+    """``env`` (MiB) in bytes, ``default`` MiB when unset; a bad value: one-line :class:`UserError`."""
+    from robustbench_sys.errors import UserError
+
+    v = os.environ.get(env, "").strip()
+    if not v:
         return default * 2**20
+    try:
+        mib = float(v)
+    except ValueError:
+        mib = -1.0
+    if not mib > 0:
+        raise UserError(f"{env}={v}: give a size in MiB (a positive number; unset: {default})")
+    return int(mib * 2**20)
 
 
 def _memory_budget() -> int:
