@@ -376,7 +376,7 @@ def run_dask(runner, plans: list[list], scheduler, *, calibration, batch_size: i
     summarise them; returns, per model, the units that have a summary (as the local run).
 
     Units that share an image-side prefix (:mod:`robustbench_sys.eval.prefix`) run as groups, each
-    image decoded once per group.  A group whose units are all :func:`shardable` is split by
+    image read once per group and decoded once per decoder.  A group whose units are all :func:`shardable` is split by
     images: one task per image shard of the whole group (every unit, the shard's images; shards
     as for a single unit, :func:`plan_shards` of its first unit), or one task for the whole group
     when it fits one shard; its units are summarised once the group's last shard is done.  Any
