@@ -148,11 +148,10 @@ def _stage_bound(pipes, samples) -> None:
     """The ratio the stage costs allow, measured in this process on ``samples``: per unit every
     pair decodes and resizes; shared at best each decoder decodes once and each distinct (decoded
     array, later stages) is computed once (what the grouped loop does)."""
-    import numpy as np
-
     dec_s: dict[str, float] = {}
     after_s: list[float] = []
     distinct = 0.0
+    after = prefix.after_decoder(pipes)
     for s in samples:
         data = s.path.read_bytes()
         arrays = {}
@@ -160,8 +159,7 @@ def _stage_bound(pipes, samples) -> None:
             t = time.perf_counter()
             arrays[d] = next(p for p in pipes if p.decoder == d).decode(data)
             dec_s[d] = dec_s.get(d, 0.0) + time.perf_counter() - t
-        canon = {d: next(e for e in arrays if np.array_equal(arrays[e], arrays[d])) for d in arrays}
-        after = prefix.after_decoder(pipes)
+        canon = {d: next(e for e in arrays if prefix.same_array(arrays[e], arrays[d])) for d in arrays}
         seen = set()
         for k, p in enumerate(pipes):
             t = time.perf_counter()

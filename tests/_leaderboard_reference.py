@@ -14,16 +14,17 @@ from robustbench_sys.results.leaderboard import (
     CLEAN,
     IMAGENET_S,
     NATURAL,
-    REQUIRED,
     UNRANKED,
     Leaderboard,
     _mce_entry,
     _overall,
     _spec,
     _tags,
+    check_columns,
     condition_changes,
     is_reference_option,
     rank_family,
+    ranked_data_set,
 )
 
 
@@ -141,9 +142,7 @@ def build(summaries: pd.DataFrame, *, dataset_fingerprint: str | None = None,
     lb = Leaderboard()
     if summaries is None or summaries.empty:
         return lb
-    missing = [c for c in REQUIRED if c not in summaries]
-    if missing:
-        raise ValueError(f"summaries lack column(s) {missing}; re-run the evaluation with this version")
+    check_columns(summaries)
     apart: list[dict] = []
     s = _dedupe(summaries, apart)
     if families:
@@ -153,11 +152,7 @@ def build(summaries: pd.DataFrame, *, dataset_fingerprint: str | None = None,
         s = s[~s.family.isin(UNRANKED)]
     if s.empty:
         return lb
-    counts = s.dataset_fingerprint.value_counts()
-    fp = dataset_fingerprint if dataset_fingerprint is not None else counts.index[0]
-    if fp not in set(s.dataset_fingerprint):
-        raise ValueError(f"data set fingerprint {fp} is not in the store; have {', '.join(counts.index)}")
-    ds_name = s.loc[s.dataset_fingerprint == fp, "dataset"].iloc[0]
+    fp, ds_name = ranked_data_set(s, dataset_fingerprint)
     lb.dataset, lb.dataset_fingerprint = ds_name, fp
     for (model, fam, ds, ofp), _ in s[s.dataset_fingerprint != fp].groupby(
             ["model", "family", "dataset", "dataset_fingerprint"], sort=True):

@@ -297,10 +297,9 @@ def dask_workers(scheduler, cores: int) -> tuple[int | None, int]:
 
 
 def _same_arrays(xs: list, ys: list) -> bool:
-    import numpy as np
+    from robustbench_sys.eval.prefix import same_array
 
-    return len(xs) == len(ys) and all(isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
-                                      and a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(xs, ys))
+    return len(xs) == len(ys) and all(same_array(a, b) for a, b in zip(xs, ys))
 
 
 def _short(prefix: str, width: int = 110) -> str:

@@ -386,15 +386,16 @@ def group_batches(pipelines: list[Pipeline], todos: list[list[Sample]], batch_si
 
 def _copied(held: list[list[Item]]) -> list[list[Item]]:
     """``held`` with every array copied out of the shared buffer, an array shared by units copied once."""
-    copies: dict[int, np.ndarray] = {}
+    copies: dict[tuple, np.ndarray] = {}
     out = []
     for h in held:
         items = []
         for i, x, err in h:
-            if x is not None:
-                if id(x) not in copies:
-                    copies[id(x)] = np.array(x)
-                x = copies[id(x)]
+            if x is not None:   # keyed by the memory it views: classes sharing a slot share one copy
+                key = (x.__array_interface__["data"][0], x.shape)
+                if key not in copies:
+                    copies[key] = np.array(x)
+                x = copies[key]
             items.append((i, x, err))
         out.append(items)
     return out
@@ -408,7 +409,8 @@ def after_decoder(pipelines: list[Pipeline]) -> list[int]:
     return [keys.setdefault(image_side(p).replace(decoder=""), len(keys)) for p in pipelines]
 
 
-def _same_array(a, b) -> bool:
+def same_array(a, b) -> bool:
+    """Two decoded images are the same array: both numpy, same shape, dtype and bytes."""
     return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
             and a.dtype == b.dtype and bool(np.array_equal(a, b)))
 
@@ -439,7 +441,7 @@ def preprocess_shared(pipelines: list[Pipeline], sample: Sample, which: list[int
         except Exception as e:   # truncated / unsupported for this decoder: its units get the error
             decoded[dec] = (None, error_text(e), dec)
             continue
-        same = next((d for d, (a, _, first) in decoded.items() if first == d and _same_array(a, rgb)), dec)
+        same = next((d for d, (a, _, first) in decoded.items() if first == d and same_array(a, rgb)), dec)
         decoded[dec] = (decoded[same][0] if same != dec else rgb, "", same)
     work: dict[tuple[str, int], int] = {}   # (decoded array, stages after the decoder) -> first k
     for k in which:

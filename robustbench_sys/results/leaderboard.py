@@ -592,15 +592,30 @@ _ENTRY_COLUMNS = ("model", "family", "condition", "dataset", "n_images", "suite_
 UNRANKED = ("audit",)
 
 
+def check_columns(summaries: pd.DataFrame) -> None:
+    """A summaries frame lacking a :data:`REQUIRED` column: ``ValueError`` saying what to do."""
+    missing = [c for c in REQUIRED if c not in summaries]
+    if missing:
+        raise ValueError(f"summaries lack column(s) {missing}; re-run the evaluation with this version")
+
+
+def ranked_data_set(s: pd.DataFrame, dataset_fingerprint: str | None) -> tuple[str, str]:
+    """(fingerprint, name) of the data set ranked: the one asked for, else the one with the most
+    summaries; ``ValueError`` for a fingerprint not in ``s``."""
+    counts = s.dataset_fingerprint.value_counts()
+    fp = dataset_fingerprint if dataset_fingerprint is not None else counts.index[0]
+    if fp not in set(s.dataset_fingerprint.unique()):
+        raise ValueError(f"data set fingerprint {fp} is not in the store; have {', '.join(counts.index)}")
+    return fp, s.loc[s.dataset_fingerprint == fp, "dataset"].iloc[0]
+
+
 def build(summaries: pd.DataFrame, *, dataset_fingerprint: str | None = None,
           families: list[str] | None = None) -> Leaderboard:
     """Rank the models of a summaries frame (``ResultsStore.summaries()``); see the module doc."""
     lb = Leaderboard()
     if summaries is None or summaries.empty:
         return lb
-    missing = [c for c in REQUIRED if c not in summaries]
-    if missing:
-        raise ValueError(f"summaries lack column(s) {missing}; re-run the evaluation with this version")
+    check_columns(summaries)
     apart: list[dict] = []
     s = _dedupe(summaries, apart)
     test_fam = (s["dataset_kind"].map(TEST_SETS_BY_KIND) if "dataset_kind" in s
@@ -623,11 +638,7 @@ def build(summaries: pd.DataFrame, *, dataset_fingerprint: str | None = None,
     if s.empty:
         lb.apart = pd.DataFrame(apart, columns=["model", "family", "dataset", "reason"])
         return lb
-    counts = s.dataset_fingerprint.value_counts()
-    fp = dataset_fingerprint if dataset_fingerprint is not None else counts.index[0]
-    if fp not in set(s.dataset_fingerprint.unique()):
-        raise ValueError(f"data set fingerprint {fp} is not in the store; have {', '.join(counts.index)}")
-    ds_name = s.loc[s.dataset_fingerprint == fp, "dataset"].iloc[0]
+    fp, ds_name = ranked_data_set(s, dataset_fingerprint)
     lb.dataset, lb.dataset_fingerprint = ds_name, fp
     keys = ["model", "family", "dataset", "dataset_fingerprint"]
     other = s.loc[(s.dataset_fingerprint != fp).to_numpy(), keys].dropna().drop_duplicates().sort_values(keys)
